@@ -87,7 +87,7 @@ class ModelShape:
 
     def training_flops(self, tokens: int | float) -> float:
         """C = 3 · (forward FLOPs per token) · tokens."""
-        return 3 * self.flops_per_token * tokens
+        return float(3 * self.flops_per_token * tokens)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
