@@ -1,0 +1,53 @@
+"""Forecasts: choose a held-out configuration with the allocation law, predict its loss with the
+loss law (bootstrap interval, leave-one-bucket-out spread), and register it in the ledger."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from delphi.config import RunSpec
+from delphi.forecast.ledger import Ledger
+
+
+@dataclass(frozen=True)
+class Forecast:
+    run: str  # the held-out run's name
+    seed: int
+    budget: float
+    flops: float  # 3·fpt·tokens of the chosen configuration
+    extrapolation: float  # flops / largest fitted budget
+    metric: str
+    loss: float
+    ci_low: float
+    ci_high: float
+    loo_min: float
+    loo_max: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def make_forecast(spec: RunSpec, loss_law, *, metric: str, largest_fit_budget: float) -> Forecast:
+    C = spec.flops
+    lo, hi = loss_law.interval(C)
+    loo_lo, loo_hi = loss_law.loo(C)
+    return Forecast(run=spec.name, seed=spec.seed, budget=float(spec.budget or C), flops=C,
+                    extrapolation=C / largest_fit_budget, metric=metric, loss=float(loss_law.predict(C)),
+                    ci_low=float(lo), ci_high=float(hi), loo_min=float(loo_lo), loo_max=float(loo_hi))
+
+
+def register(ledger: Ledger, forecast: Forecast, spec: RunSpec, *, runs_table_sha256: str,
+             fit_settings: dict[str, Any], suite: str) -> dict[str, Any]:
+    """Append the forecast with the exact RunSpec it predicts; returns the ledger entry."""
+    from delphi.version import code_version
+
+    return ledger.append({
+        "kind": "forecast",
+        "suite": suite,
+        "forecast": forecast.to_dict(),
+        "run_spec": spec.to_dict(),
+        "runs_table_sha256": runs_table_sha256,
+        "fit_settings": fit_settings,
+        "code_version": code_version(),
+    })

@@ -1,0 +1,304 @@
+"""Sweep executors: run many RunSpecs, skip finished work, resume interrupted runs.
+
+`execute(specs, runs_dir, settings)` is the one entry point. Each run lives in
+`runs_dir/<spec.name>/`; its state is read from disk (`summary.json`), so re-running a sweep
+after a crash or a SIGKILL does only the unfinished work:
+
+* completed or diverged (a real outcome)  → skipped;
+* failed                                  → skipped unless `retry_failed`;
+* anything else (never started, killed)   → (re)started; the trainer resumes from its newest
+                                            valid checkpoint.
+
+`local` runs up to `workers` subprocesses on this machine; `ray` submits each run as a Ray task
+with declared CPU/GPU resources. Both start `python -m delphi.sweep.worker RUN_DIR`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from delphi.config import RunSpec
+from delphi.errors import DelphiError
+from delphi.forecast.ledger import utc_now
+
+FINAL_STATES = ("completed", "diverged")
+
+
+@dataclass
+class RunOutcome:
+    name: str
+    status: str  # completed | diverged | failed | skipped-failed
+    reason: str | None
+    ran: bool  # False when skipped because already done
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def prepare_run_dir(spec: RunSpec, run_dir: Path) -> None:
+    """Write run.json (refusing to reuse a directory that holds a different run) and started.json."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spec_path = run_dir / "run.json"
+    if spec_path.exists():
+        try:
+            existing = RunSpec.from_json(spec_path.read_text())
+        except DelphiError:
+            existing = None
+        if existing is not None and existing != spec:
+            raise DelphiError(f"{run_dir} holds a different run spec than the suite now plans; "
+                              "move it away (or use a new out_dir) to train the new plan")
+    else:
+        tmp = spec_path.with_suffix(".json.tmp")
+        tmp.write_text(spec.to_json())
+        os.replace(tmp, spec_path)
+    started = run_dir / "started.json"
+    if not started.exists():  # first start only: `check` compares it with the registration time
+        started.write_text(json.dumps({"started_at": utc_now()}) + "\n")
+
+
+def needs_work(run_dir: Path, retry_failed: bool) -> bool:
+    s = read_summary(run_dir)
+    if s is None:
+        return True
+    if s.get("status") in FINAL_STATES:
+        return False
+    return s.get("status") == "failed" and retry_failed
+
+
+def _pdeathsig():  # runs in the child before exec: die when the parent dies
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except OSError:
+        pass
+
+
+def worker_command(run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "delphi.sweep.worker", str(run_dir)]
+
+
+def worker_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env["DELPHI_THREADS"] = str(threads)
+    env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def record_failure(run_dir: Path, spec: RunSpec, reason: str) -> None:
+    """A run whose process died without a summary is recorded as failed (the sweep goes on)."""
+    if read_summary(run_dir) is not None:
+        return
+    summary = {"name": spec.name, "status": "failed", "reason": reason, "budget": spec.budget, "seed": spec.seed,
+               "params": spec.shape.num_params, "tokens": spec.tokens, "flops": spec.flops, "tags": spec.tags}
+    tmp = run_dir / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, run_dir / "summary.json")
+
+
+def execute(specs: Sequence[RunSpec], runs_dir: Path, *, kind: str = "local", workers: int = 1,
+            threads_per_worker: int = 0, retry_failed: bool = False, progress: bool = True,
+            ray_address: str | None = None, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0,
+            label: str = "runs") -> list[RunOutcome]:
+    runs_dir = Path(runs_dir)
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise DelphiError("two planned runs share a name; run names must be unique within a suite")
+    todo, outcomes = [], {}
+    for spec in specs:
+        run_dir = runs_dir / spec.name
+        if needs_work(run_dir, retry_failed):
+            if retry_failed and (s := read_summary(run_dir)) and s.get("status") == "failed":
+                (run_dir / "summary.json").unlink()
+            prepare_run_dir(spec, run_dir)
+            todo.append(spec)
+        else:
+            s = read_summary(run_dir) or {}
+            st = s.get("status", "?")
+            outcomes[spec.name] = RunOutcome(spec.name, st if st in FINAL_STATES else "skipped-failed",
+                                             s.get("reason"), False)
+    threads = threads_per_worker or max(1, (os.cpu_count() or 1) // max(1, workers))
+    monitor = SweepMonitor(specs, runs_dir, done={n for n in outcomes}, enabled=progress, label=label)
+    with monitor:
+        if kind == "local":
+            results = _run_local(todo, runs_dir, workers, threads, monitor)
+        elif kind == "ray":
+            results = _run_ray(todo, runs_dir, threads, ray_address, cpus_per_run, gpus_per_run, monitor)
+        else:
+            raise DelphiError(f"unknown executor {kind!r}; use local or ray")
+    for spec, (rc, err) in zip(todo, results):
+        run_dir = runs_dir / spec.name
+        if rc != 0:
+            record_failure(run_dir, spec, f"worker exited with code {rc}: {err.strip()[-500:]}" if err
+                           else f"worker exited with code {rc}")
+        s = read_summary(run_dir) or {"status": "failed", "reason": "no summary written"}
+        outcomes[spec.name] = RunOutcome(spec.name, s.get("status", "failed"), s.get("reason"), True)
+    return [outcomes[s.name] for s in specs]
+
+
+def _run_local(todo: list[RunSpec], runs_dir: Path, workers: int, threads: int, monitor: "SweepMonitor"):
+    pending = list(enumerate(todo))
+    running: dict[int, tuple[subprocess.Popen, Path]] = {}
+    results: list[tuple[int, str]] = [(0, "")] * len(todo)
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                i, spec = pending.pop(0)
+                run_dir = runs_dir / spec.name
+                err = open(run_dir / "worker.log", "ab")
+                proc = subprocess.Popen(worker_command(run_dir), env=worker_env(threads), stdout=err,
+                                        stderr=subprocess.STDOUT, preexec_fn=_pdeathsig)
+                err.close()
+                running[i] = (proc, run_dir)
+                monitor.started(spec.name)
+            for i, (proc, run_dir) in list(running.items()):
+                rc = proc.poll()
+                if rc is not None:
+                    tail = _tail(run_dir / "worker.log") if rc else ""
+                    results[i] = (rc, tail)
+                    del running[i]
+                    monitor.finished(todo[i].name)
+            monitor.refresh()
+            time.sleep(0.25)
+    finally:
+        for proc, _ in running.values():  # interrupted: stop the children; their checkpoints remain
+            proc.send_signal(signal.SIGTERM)
+        for proc, _ in running.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return results
+
+
+def _ray_train(run_dir: str, threads: int) -> tuple[int, str]:
+    proc = subprocess.run(worker_command(Path(run_dir)), env=worker_env(threads), capture_output=True, text=True)
+    return proc.returncode, (proc.stdout + proc.stderr)[-2000:] if proc.returncode else ""
+
+
+def _run_ray(todo, runs_dir, threads, address, cpus_per_run, gpus_per_run, monitor: "SweepMonitor"):
+    try:
+        import ray
+    except ImportError:
+        raise DelphiError("the ray executor needs Ray: pip install 'delphi[ray]'") from None
+    if not ray.is_initialized():
+        ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
+                 num_cpus=None if address else max(1, os.cpu_count() or 1))
+    remote = ray.remote(_ray_train)
+    refs = {}
+    for i, spec in enumerate(todo):
+        ref = remote.options(num_cpus=cpus_per_run, num_gpus=gpus_per_run).remote(str(runs_dir / spec.name), threads)
+        refs[ref] = i
+        monitor.started(spec.name)
+    results: list[tuple[int, str]] = [(0, "")] * len(todo)
+    waiting = list(refs)
+    while waiting:
+        ready, waiting = ray.wait(waiting, timeout=0.5)
+        for ref in ready:
+            i = refs[ref]
+            try:
+                results[i] = ray.get(ref)
+            except Exception as e:  # a task that died (node lost, OOM): recorded as a failed run
+                results[i] = (1, f"ray task failed: {e}")
+            monitor.finished(todo[i].name)
+        monitor.refresh()
+    return results
+
+
+def _tail(path: Path, n: int = 4000) -> str:
+    try:
+        data = path.read_bytes()[-n:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [ln for ln in data.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+class SweepMonitor:
+    """Overall progress (runs, FLOPs, ETA) and a bar per active run, read from metrics.jsonl."""
+
+    def __init__(self, specs: Sequence[RunSpec], runs_dir: Path, done: set[str], enabled: bool, label: str):
+        self.specs = {s.name: s for s in specs}
+        self.runs_dir = runs_dir
+        self.done = set(done)
+        self.active: dict[str, int] = {}
+        self.enabled = enabled
+        self.label = label
+        self.total_flops = sum(s.flops for s in specs)
+        self.t0 = time.time()
+        self.flops_at_start = sum(self.specs[n].flops for n in done)
+        self._progress = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                      refresh_per_second=2)
+            self._progress.__enter__()
+            self._overall = self._progress.add_task(f"[bold]{self.label}", total=len(self.specs),
+                                                    completed=len(self.done), info="")
+            self.refresh()
+        return self
+
+    def __exit__(self, *exc):
+        if self._progress is not None:
+            self.refresh()
+            self._progress.__exit__(*exc)
+        return False
+
+    def started(self, name: str) -> None:
+        if self._progress is not None:
+            self.active[name] = self._progress.add_task(f"  {name}", total=self.specs[name].train_steps, info="")
+
+    def finished(self, name: str) -> None:
+        self.done.add(name)
+        if self._progress is not None and name in self.active:
+            self._progress.remove_task(self.active.pop(name))
+
+    def _run_state(self, name: str) -> dict:
+        path = self.runs_dir / name / "metrics.jsonl"
+        try:
+            with open(path, "rb") as f:
+                f.seek(max(0, path.stat().st_size - 4096))
+                lines = f.read().decode("utf-8", "replace").splitlines()
+            for line in reversed(lines):
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if "step" in rec and "loss" in rec:
+                    return rec
+        except OSError:
+            pass
+        return {}
+
+    def refresh(self) -> None:
+        if self._progress is None:
+            return
+        flops_done = sum(self.specs[n].flops for n in self.done)
+        for name, task in self.active.items():
+            st = self._run_state(name)
+            if st:
+                flops_done += self.specs[name].flops * min(1.0, st["step"] / self.specs[name].train_steps)
+                self._progress.update(task, completed=st["step"],
+                                      info=f"loss {st['loss']:.3f}  {st.get('tokens_per_s', 0):,.0f} tok/s")
+        elapsed = time.time() - self.t0
+        new = flops_done - self.flops_at_start
+        eta = (self.total_flops - flops_done) * elapsed / new if new > 0 else float("nan")
+        info = f"FLOPs {flops_done:.2e}/{self.total_flops:.2e}" + (f"  ETA {eta / 60:.1f} min" if eta == eta else "")
+        self._progress.update(self._overall, completed=len(self.done), info=info)
