@@ -1,0 +1,412 @@
+"""`build_report(suite_dir)`: report.html (self-contained) and report.md (+ figures/) for a suite.
+
+Sections: headline and what is missing; IsoFLOP curves; compute-optimal N*(C), D*(C); the loss
+law with the held-out forecasts; the residual table; training curves; the recipe table; model
+cards (also written as `runs/<name>/hf/README.md` beside each exported model); the downstream
+forecast when the suite has one; the suite spec and ledger.
+
+A partial suite (nothing fitted, no held-out run, failed runs, no check.json) still gets a report
+of what exists, with a visible note for each missing piece.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from pathlib import Path
+from typing import Any
+
+from delphi.report import fmt
+from delphi.report.document import Bullets, Code, Details, Figure, Heading, Note, Para, Table, to_html, to_markdown
+from delphi.report.suite import RunData, Suite, load_suite, ok_mask
+
+
+def _round_budget_key(x: Any) -> float:
+    v = fmt.num(x)
+    return float(f"{v:.3g}") if v else 0.0
+
+
+# ---- sections --------------------------------------------------------------------------------
+
+def _headline(suite: Suite, view) -> list:
+    blocks: list = []
+    t = suite.table
+    n_total = len(t) if t is not None else 0
+    n_ok = int(ok_mask(t).sum()) if n_total else 0
+    n_grid = int((t["role"] != "heldout").sum()) if n_total else 0
+    n_held = n_total - n_grid
+    flops = float(t["flops"].where(ok_mask(t)).sum()) if n_total and "flops" in t else 0.0
+    wall = float(t["wall_time_s"].fillna(0).sum()) if n_total and "wall_time_s" in t else None
+    facts = [f"**{n_total}** runs in the table ({n_grid} IsoFLOP grid, {n_held} held-out), **{n_ok}** completed"]
+    if flops:
+        facts.append(f"training compute of completed runs: **{fmt.pretty_flops(flops)} FLOPs**"
+                     + (f", wall time {fmt.duration(wall)}" if wall else ""))
+    pending = [r.name for r in suite.runs.values() if r.summary is None]
+    if pending:
+        facts.append(f"{len(pending)} run director{'y has' if len(pending) == 1 else 'ies have'} no summary.json yet "
+                     f"(not finished or not started): " + ", ".join(f"`{p}`" for p in pending[:8])
+                     + (" …" if len(pending) > 8 else ""))
+    if view.loss_law is not None:
+        facts.append(f"loss law: `{view.loss_law.text()}` fitted on {len(view.fitted)} IsoFLOP optima")
+    blocks.append(Bullets(facts))
+    for r in suite.check_results:
+        f, a, res = fmt.num(r.get("forecast")), fmt.num(r.get("actual")), fmt.num(r.get("residual_pct"))
+        ext = fmt.num(r.get("extrapolation"))
+        inside = r.get("inside")
+        where = f" ({ext:.0f}× past the largest fitted budget)" if ext else ""
+        text = (f"Held-out run `{r.get('run')}` (seed {r.get('seed', '–')}) at {fmt.pretty_flops(r.get('flops') or r.get('budget'))} "
+                f"FLOPs{where}: forecast **{fmt.fixed(f)}** [{fmt.fixed(r.get('ci_low'))}, {fmt.fixed(r.get('ci_high'))}], "
+                f"actual **{fmt.fixed(a)}**, residual **{fmt.pct(res)}**")
+        if inside is None:
+            blocks.append(Note(text, "info"))
+        else:
+            blocks.append(Note(text + (" — inside the 95% interval." if inside else " — OUTSIDE the 95% interval."),
+                               "ok" if inside else "bad"))
+    return blocks
+
+
+def _missing_notes(suite: Suite, view) -> list:
+    notes = list(suite.notes) + list(view.notes)
+    t = suite.table
+    if t is not None and not t.empty:
+        if not (t["role"] == "heldout").any():
+            notes.append("no held-out run in the runs table yet: the forecast has not been tested")
+        bad = t[~ok_mask(t)]
+        if len(bad):
+            items = []
+            for _, r in bad.iterrows():
+                st = str(r.get("status", "?"))
+                reason = r.get("reason")
+                reason = "" if reason is None or (isinstance(reason, float) and math.isnan(reason)) else f": {reason}"
+                items.append(f"`{r['name']}` ({st}{reason})")
+            notes.append(f"{len(bad)} run(s) did not complete and are excluded from the fit: " + "; ".join(items))
+    if not suite.runs:
+        notes.append("no runs/ directory: training curves, recipe details and model cards are unavailable")
+    seen, out = set(), []
+    for n in notes:
+        if n not in seen:
+            seen.add(n)
+            out.append(Note(n, "warn"))
+    return out
+
+
+def _bucket_table(view) -> Table:
+    rows, cls = [], []
+    for b in sorted(view.buckets, key=lambda b: b.flops):
+        flags = ", ".join(b.flags) if b.flags else ""
+        if b.skipped and b.optimal_loss is None:
+            flags = (flags + "; " if flags else "") + f"skipped: {b.skipped}"
+        rows.append([fmt.pretty_flops(b.flops), fmt.dash(b.n_runs), fmt.short(b.optimal_tokens),
+                     fmt.short(b.optimal_params), fmt.fixed(b.optimal_loss), flags or "–"])
+        cls.append("bad" if flags else "")
+    return Table(["budget C (FLOPs)", "runs", "D* (tokens)", "N* (params)", "L*", "flags"], rows,
+                 numeric=[True, True, True, True, True, False], row_class=cls,
+                 caption="Vertex of each budget's parabola. A flag means the optimum lies at or outside the edge of "
+                         "the grid's token range, so it is extrapolated from one side.")
+
+
+def _residual_table(suite: Suite) -> list:
+    res = suite.check_results
+    if res:
+        rows, cls = [], []
+        for r in res:
+            inside = r.get("inside")
+            rows.append([f"`{r.get('run', '?')}`", fmt.dash(r.get("seed")),
+                         fmt.pretty_flops(r.get("flops") or r.get("budget")),
+                         f"{fmt.num(r.get('extrapolation')):.1f}×" if fmt.num(r.get("extrapolation")) else "–",
+                         fmt.fixed(r.get("forecast")),
+                         f"[{fmt.fixed(r.get('ci_low'))}, {fmt.fixed(r.get('ci_high'))}]",
+                         f"[{fmt.fixed(r.get('loo_min'))}, {fmt.fixed(r.get('loo_max'))}]",
+                         fmt.fixed(r.get("actual")), fmt.pct(r.get("residual_pct")),
+                         "–" if inside is None else ("yes" if inside else "**no**"),
+                         fmt.dash(r.get("ledger_entry")), fmt.dash(r.get("status"))])
+            cls.append("" if inside is None else ("ok" if inside else "bad"))
+        return [Table(["run", "seed", "C (FLOPs)", "extrapolation", "forecast", "95% interval", "leave-one-out",
+                       "actual", "residual", "inside?", "ledger entry", "status"], rows,
+                      numeric=[False, True, True, True, True, True, True, True, True, False, True, False],
+                      row_class=cls,
+                      caption="Residual = (actual − forecast) / forecast. Extrapolation = held-out FLOPs / largest "
+                              "fitted budget. The forecast was registered in the ledger before the run started.")]
+    blocks: list = [Note("check.json is missing: there are no scored held-out runs yet.", "warn")]
+    if suite.ledger:
+        rows = []
+        for e in suite.ledger:
+            f = e.get("forecast") or {}
+            rows.append([fmt.dash(e.get("index")), f"`{f.get('run', '?')}`", fmt.dash(f.get("seed")),
+                         fmt.pretty_flops(f.get("flops") or f.get("budget")), fmt.fixed(f.get("loss")),
+                         f"[{fmt.fixed(f.get('ci_low'))}, {fmt.fixed(f.get('ci_high'))}]",
+                         f"[{fmt.fixed(f.get('loo_min'))}, {fmt.fixed(f.get('loo_max'))}]",
+                         fmt.dash(e.get("timestamp"))])
+        blocks.append(Table(["entry", "run", "seed", "C (FLOPs)", "forecast", "95% interval", "leave-one-out",
+                             "registered (UTC)"], rows,
+                            numeric=[True, False, True, True, True, True, True, False],
+                            caption="Registered forecasts awaiting their held-out runs."))
+    return blocks
+
+
+def _recipe_rows(suite: Suite) -> tuple[list[list[str]], list[str]]:
+    t = suite.table
+    by_name: dict[str, dict] = {}
+    if t is not None and not t.empty:
+        for rec in t.to_dict("records"):
+            by_name[str(rec["name"])] = rec
+    names = list(by_name) + [n for n in suite.runs if n not in by_name]
+
+    def sort_key(n: str):
+        rec, run = by_name.get(n, {}), suite.runs.get(n)
+        role = str(rec.get("role", "grid"))
+        budget = fmt.num(rec.get("budget")) or (run.spec.budget if run and run.spec and run.spec.budget else 0)
+        hidden = fmt.num(rec.get("hidden_size")) or (run.spec.shape.hidden_size if run and run.spec else 0)
+        return (role == "heldout", budget or 0, hidden or 0, n)
+
+    rows, cls = [], []
+    for n in sorted(names, key=sort_key):
+        rec, run = by_name.get(n, {}), suite.runs.get(n)
+        spec = run.spec if run else None
+        summ = (run.summary if run else None) or {}
+        sh = spec.shape if spec else None
+        op = spec.optimizer if spec else None
+
+        def pick(key, from_spec):
+            v = rec.get(key)
+            if fmt.num(v) is None and from_spec is not None:
+                return from_spec
+            return v
+
+        params = pick("params", sh.num_params if sh else summ.get("params"))
+        tokens = pick("tokens", spec.tokens if spec else summ.get("tokens"))
+        flops = pick("flops", spec.flops if spec else summ.get("flops"))
+        tpp = (fmt.num(tokens) / fmt.num(params)) if fmt.num(tokens) and fmt.num(params) else None
+        status = rec.get("status") if isinstance(rec.get("status"), str) else summ.get("status") or "pending"
+        loss = rec.get("loss") if fmt.num(rec.get("loss")) is not None else summ.get("loss")
+        rows.append([
+            f"`{n}`", str(rec.get("role") or (spec.tags.get("role") if spec else None) or "grid"), str(status),
+            fmt.pretty_flops(pick("budget", spec.budget if spec else None)),
+            fmt.integer(pick("hidden_size", sh.hidden_size if sh else None)),
+            fmt.integer(pick("num_layers", sh.num_layers if sh else None)),
+            fmt.integer(sh.num_heads if sh else rec.get("num_heads")),
+            fmt.integer(params), fmt.integer(pick("batch_size", spec.batch_size if spec else None)),
+            fmt.integer(pick("train_steps", spec.train_steps if spec else None)), fmt.integer(tokens),
+            fmt.general(pick("learning_rate", op.lr if op else None), 4),
+            fmt.general(op.adam_lr if op else rec.get("adam_lr"), 4),
+            fmt.general(op.epsilon if op else rec.get("epsilon"), 3),
+            fmt.general(op.beta2 if op else rec.get("beta2"), 6),
+            f"{tpp:.3g}" if tpp else "–", fmt.sci(flops), fmt.fixed(loss),
+        ])
+        cls.append("" if status == "completed" else ("muted" if status == "pending" else "bad"))
+    return rows, cls
+
+
+def _recipe_table(suite: Suite) -> Table:
+    rows, cls = _recipe_rows(suite)
+    cols = ["run", "role", "status", "budget", "H", "L", "heads", "params", "batch", "steps", "tokens", "lr",
+            "adam_lr", "ε", "β2", "tokens/param", "FLOPs", "final loss"]
+    return Table(cols, rows, numeric=[False, False, False] + [True] * 15, row_class=cls,
+                 caption="Every run's configuration (from run.json) and outcome (from runs.csv / summary.json). "
+                         "lr is AdamH's peak LR on linear weights, adam_lr the Adam LR on embeddings and norms; "
+                         "FLOPs = 3 · FLOPs/token · tokens; final loss is the macro validation loss.")
+
+
+def _cards(suite: Suite) -> tuple[list, dict[str, Path]]:
+    from delphi.report.model_card import model_card, write_model_card
+
+    blocks: list = []
+    written: dict[str, Path] = {}
+    roles = {}
+    if suite.table is not None and not suite.table.empty:
+        roles = dict(zip(suite.table["name"].astype(str), suite.table["role"].astype(str)))
+    trained = [r for r in suite.runs.values() if r.spec is not None and (r.summary or {}).get("status") == "completed"]
+    if not trained:
+        return [Note("no trained model yet (no run has a completed summary.json): no model cards", "warn")], written
+    for r in sorted(trained, key=lambda r: (roles.get(r.name) == "heldout", r.spec.budget or 0,
+                                            r.spec.shape.hidden_size, r.name)):
+        card = model_card(r.spec, r.summary, suite=suite.name, role=roles.get(r.name))
+        inner: list = [Para(card.summary_line)]
+        for title, rows in (("Model details", card.details), ("Training", card.training),
+                            ("Evaluation", card.evaluation)):
+            if rows:
+                inner += [Heading(title, 4), Table(["", ""], [[k, v] for k, v in rows])]
+        hf = r.path / "hf"
+        if hf.is_dir():
+            written[r.name] = write_model_card(card, hf)
+            inner.append(Para(f"Written to `runs/{r.name}/hf/README.md` next to the exported weights."))
+        blocks.append(Details(f"{card.title} — `{r.name}`", inner, level=3))
+    return blocks, written
+
+
+def _downstream(suite: Suite, figdir: Path, rel: str) -> list:
+    d = suite.downstream
+    if d is None:
+        return []
+    blocks: list = [Heading("Downstream forecast", 2, "downstream")]
+    fig = None
+    try:
+        import delphi.downstream as ds
+
+        fn = None
+        for name in ("plot_downstream", "plot_forecast", "plot_two_step", "plot"):
+            fn = getattr(ds, name, None)
+            if callable(fn):
+                break
+        if fn is None:
+            blocks.append(Note("delphi.downstream has no plot function; only the numbers are shown", "warn"))
+        else:
+            fig = fn(d)
+    except ImportError:
+        blocks.append(Note("delphi.downstream is not available; only the numbers are shown", "warn"))
+    except Exception as e:  # noqa: BLE001 — the downstream figure is optional; its failure is reported
+        blocks.append(Note(f"the downstream figure could not be drawn ({e})", "warn"))
+    if fig is not None and hasattr(fig, "savefig"):
+        from delphi.report.plots import save_png
+
+        png = save_png(fig, figdir / "downstream.png")
+        blocks.append(Figure("downstream", "Downstream forecast", png, f"{rel}/downstream.png",
+                             "Soft metric vs compute (step 1) and accuracy vs soft metric (step 2), with the forecast."))
+    flat = [(k, v) for k, v in d.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
+    if flat:
+        blocks.append(Table(["quantity", "value"], [[k, fmt.general(v, 5) if fmt.num(v) is not None else str(v)]
+                                                   for k, v in flat]))
+    return blocks
+
+
+def _ledger_blocks(suite: Suite) -> list:
+    if not suite.ledger:
+        return []
+    rows = []
+    for e in suite.ledger:
+        f = e.get("forecast") or {}
+        h = str(e.get("hash") or "")
+        rows.append([fmt.dash(e.get("index")), fmt.dash(e.get("timestamp")), f"`{f.get('run', '?')}`",
+                     fmt.fixed(f.get("loss")), f"`{str(e.get('runs_table_sha256') or '')[:12]}`", f"`{h[:12]}`"])
+    return [Heading("Ledger", 3),
+            Table(["entry", "registered (UTC)", "run", "forecast", "runs table sha256", "entry hash"], rows,
+                  numeric=[True, False, False, True, False, False],
+                  caption="Append-only, hash-chained; verify with `delphi ledger verify`.")]
+
+
+# ---- the report ------------------------------------------------------------------------------
+
+def build_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
+    """Write report.html, report.md and figures/*.png (into `out_dir`, default the suite directory)
+    and a model card README.md into every exported model directory. Returns the written paths:
+    keys "html", "markdown", "figure:<name>", "card:<run>"."""
+    from delphi.report.fitview import build_fit_view
+    from delphi.report import plots
+
+    suite = load_suite(suite_dir)
+    out = Path(out_dir) if out_dir is not None else suite.path
+    out.mkdir(parents=True, exist_ok=True)
+    figdir = out / "figures"
+    figdir.mkdir(exist_ok=True)
+    rel = "figures"
+
+    t = suite.table
+    ok_grid = t[(t["role"] != "heldout").to_numpy() & ok_mask(t)] if t is not None and not t.empty else t
+    view = build_fit_view(suite.fit, t, ok_table=ok_grid)
+    colors = plots.suite_colors(suite, view)
+    written: dict[str, Path] = {}
+
+    def figure(key: str, fig, title: str, caption: str) -> list:
+        if fig is None:
+            return [Note(f"no data for this figure yet ({title.lower()})", "warn")]
+        path = figdir / f"{key}.png"
+        png = plots.save_png(fig, path)
+        written[f"figure:{key}"] = path
+        return [Figure(key, title, png, f"{rel}/{key}.png", caption)]
+
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    title = f"Delphi suite report — {suite.name}"
+    blocks: list = [Heading(title, 1), Para(f"Suite directory `{suite.path}` · generated {now} by `delphi report`")]
+    sections = [("headline", "Summary"), ("isoflop", "IsoFLOP curves"), ("allocation", "Compute-optimal allocation"),
+                ("loss-law", "Loss law and held-out forecast"), ("residuals", "Residuals"),
+                ("training", "Training curves"), ("recipe", "Recipe table"), ("cards", "Model cards")]
+    if suite.downstream is not None:
+        sections.append(("downstream", "Downstream forecast"))
+    sections.append(("suite", "Suite specification"))
+    blocks.append(Bullets([f"[{label}](#{key})" for key, label in sections]))
+
+    blocks += [Heading("Summary", 2, "headline")] + _headline(suite, view) + _missing_notes(suite, view)
+
+    # (1) IsoFLOP
+    blocks.append(Heading("IsoFLOP curves", 2, "isoflop"))
+    blocks += figure("isoflop", plots.isoflop_figure(suite, view, colors), "IsoFLOP curves",
+                     f"Each budget's runs, {plots.metric_label(view.metric)}, against training tokens; the parabola "
+                     "fitted in log10 tokens and its vertex (◆, the compute-optimal point). ⚑ marks a flagged bucket."
+                     + (f" Fit source: {view.source}." if view.source else ""))
+    if view.buckets:
+        blocks.append(_bucket_table(view))
+
+    # (2) allocation
+    blocks.append(Heading("Compute-optimal allocation", 2, "allocation"))
+    blocks += figure("allocation", plots.allocation_figure(suite, view, colors), "Compute-optimal N*(C) and D*(C)",
+                     "IsoFLOP optima with the power laws fitted through them (solid over the fitted range, dashed "
+                     "beyond it); ★ marks held-out runs, whose size the allocation law chose.")
+    laws = []
+    if view.params_law:
+        laws.append(f"`{view.params_law.text('N*(C)')}`")
+    if view.tokens_law:
+        laws.append(f"`{view.tokens_law.text('D*(C)')}`")
+    if view.params_law and view.tokens_law:
+        laws.append(f"exponent sum a + α = {view.params_law.alpha + view.tokens_law.alpha:.3f} "
+                    "(≈ 1 when C ∝ N·D)")
+    if laws:
+        blocks.append(Bullets(laws))
+
+    # (3) loss law
+    blocks.append(Heading("Loss law and held-out forecast", 2, "loss-law"))
+    blocks += figure("loss_law", plots.loss_law_figure(suite, view, colors), "Loss law",
+                     "L*(C) = E + A·C^−α fitted to the IsoFLOP optima (◆) with its bootstrap band; grey dots are all "
+                     "grid runs; the red bar with whiskers is each registered forecast and its 95% interval, ★ the "
+                     "held-out run's actual loss, labelled with its residual.")
+    if view.loss_law is not None:
+        ll = view.loss_law
+        items = [f"`{ll.text()}`"]
+        extra = ll.extra or {}
+        for k in ("objective", "huber_loss", "converged", "n_points", "bootstrap"):
+            if k in extra and not isinstance(extra[k], (dict, list)):
+                items.append(f"{k}: {extra[k]}")
+        blocks.append(Bullets(items))
+
+    # (4) residuals
+    blocks.append(Heading("Residuals", 2, "residuals"))
+    blocks += _residual_table(suite)
+
+    # (5) training curves
+    blocks.append(Heading("Training curves", 2, "training"))
+    blocks += figure("training", plots.training_curves_figure(suite, colors), "Training curves",
+                     "Left: training loss (exponentially smoothed) against tokens seen, one line per run, coloured by "
+                     "budget; held-out runs dashed. Right: macro validation loss at each evaluation.")
+
+    # (6) recipe table
+    blocks += [Heading("Recipe table", 2, "recipe"), _recipe_table(suite)]
+
+    # (7) model cards
+    blocks.append(Heading("Model cards", 2, "cards"))
+    blocks.append(Para("One card per trained model, in the form of Delphi's released cards on Hugging Face."))
+    card_blocks, cards = _cards(suite)
+    blocks += card_blocks
+    for name, p in cards.items():
+        written[f"card:{name}"] = p
+
+    # downstream (optional)
+    blocks += _downstream(suite, figdir, rel)
+    if (figdir / "downstream.png").exists() and suite.downstream is not None:
+        written["figure:downstream"] = figdir / "downstream.png"
+
+    # suite spec + ledger
+    blocks.append(Heading("Suite specification", 2, "suite"))
+    if suite.spec_text:
+        blocks.append(Details("suite.toml (resolved)", [Code(suite.spec_text, "toml")], level=3))
+    else:
+        blocks.append(Note("suite.toml is missing", "warn"))
+    blocks += _ledger_blocks(suite)
+
+    html_path, md_path = out / "report.html", out / "report.md"
+    html_path.write_text(to_html(title, blocks))
+    md_path.write_text(to_markdown(blocks))
+    written["html"] = html_path
+    written["markdown"] = md_path
+    return written
+
+
+__all__ = ["build_report"]
