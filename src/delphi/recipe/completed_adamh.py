@@ -11,7 +11,7 @@ longer context) is a `dataclasses.replace(DELPHI, ...)` away and keeps every rul
 * batch      B = T / (target_steps · s) rounded up to a power of two, halved while B > min
              and any hyperparameter hits its bound; B outside [min, max] rejects the width.
 * widths     H = min_width, +step … below max_width; skip if params > max_params(C) or
-             T / params > max_tokens_per_param.
+             T / params > max_tokens_per_param (or, CPU ladders only, < min_tokens_per_param).
 
 Pure Python (no torch): `delphi plan` must start instantly.
 """
@@ -131,6 +131,9 @@ class Recipe:
     max_params_ref_flops: float = 3e20
     max_params_ceiling: float = 1e12
     max_tokens_per_param: float | None = 250.0
+    # Not a Delphi rule (None at paper scale): CPU ladders use it to drop widths far too large
+    # for the budget, which keeps every IsoFLOP curve centred on its optimum and cheap.
+    min_tokens_per_param: float | None = None
     # Batch and steps
     target_steps: int = 2**16
     min_batch: int = 8
@@ -224,6 +227,8 @@ class Recipe:
         if params > self.max_params(budget):
             return None
         if self.max_tokens_per_param is not None and tokens / params > self.max_tokens_per_param:
+            return None
+        if self.min_tokens_per_param is not None and tokens / params < self.min_tokens_per_param:
             return None
         batch = self.batch_size(tokens, hidden)
         if batch is None:

@@ -1,0 +1,161 @@
+"""`delphi run` end to end on a scaled-down suite: artefacts, SIGKILL + resume, suite validation."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from delphi.errors import DelphiError
+from delphi.forecast.ledger import Ledger
+from delphi.sweep.suite import load_suite, parse_suite, preset_names
+
+# A miniature of the `tiny` preset: same rules, budgets small enough for CI.
+SUITE = """
+[suite]
+name = "ci"
+
+[recipe]
+preset = "tiny"
+name = "ci"
+name_suffix = "ci"
+
+[grid]
+budgets = [1e10, 3e10, 1e11]
+
+[heldout]
+budgets = [1e12]
+seeds = [0]
+
+[data]
+mixture = "embedded"
+tokenizer = "embedded-bpe"
+
+[eval]
+windows_per_domain = 4
+
+[train]
+precision = "fp32"
+compile = "off"
+
+[fit]
+bootstrap = 200
+"""
+
+
+def _suite_file(tmp: Path, name="suite.toml") -> Path:
+    p = tmp / name
+    p.write_text(SUITE)
+    return p
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "delphi.cli", *args], capture_output=True, text=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def finished_suite(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("suite")
+    out = tmp / "out"
+    r = _cli("run", str(_suite_file(tmp)), "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+def test_every_artefact_is_written(finished_suite):
+    d = finished_suite
+    suite = parse_suite(SUITE)
+    table = pd.read_csv(d / "runs.csv")
+    grid = table[table.role == "grid"]
+    assert len(grid) == len(suite.grid_candidates()) >= 9
+    assert (grid.status == "completed").all()
+    assert set(table[table.role == "heldout"].name) == {n for n in table.name if n.endswith("heldout-s0")}
+    fit = json.loads((d / "fit.json").read_text())
+    assert {"isoflop", "loss_law", "runs_table_sha256"} <= set(fit)
+    assert Ledger(d / "ledger.jsonl").verify().ok
+    check = json.loads((d / "check.json").read_text())
+    (row,) = check["results"]
+    assert row["status"] == "scored" and row["actual"] is not None
+    assert row["extrapolation"] >= 10
+    assert (d / "report.html").stat().st_size > 10_000 and (d / "report.md").exists()
+    for run in grid.name:
+        rd = d / "runs" / run
+        assert (rd / "summary.json").exists() and (rd / "metrics.jsonl").exists() and (rd / "hf").is_dir()
+    r = _cli("check", str(d), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["results"][0]["actual"] == row["actual"]
+
+
+def test_rerun_does_no_work_and_keeps_the_ledger(finished_suite):
+    d = finished_suite
+    before = {p: p.stat().st_mtime_ns for p in d.glob("runs/*/summary.json")}
+    n_entries = len(Ledger(d / "ledger.jsonl").read())
+    r = _cli("run", str(d / "suite.toml"), "--out", str(d), "--quiet", "--no-report")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert {p: p.stat().st_mtime_ns for p in d.glob("runs/*/summary.json")} == before
+    assert len(Ledger(d / "ledger.jsonl").read()) == n_entries
+
+
+def test_sigkill_mid_sweep_then_resume_equals_uninterrupted(finished_suite, tmp_path):
+    out = tmp_path / "out"
+    suite_file = _suite_file(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "delphi.cli", "run", str(suite_file), "--out", str(out),
+                             "--quiet", "--no-report"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline:  # kill once some runs are done and another is in flight
+        done = list(out.glob("runs/*/summary.json"))
+        started = list(out.glob("runs/*/started.json"))
+        if len(done) >= 3 and len(started) > len(done):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished_before = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/summary.json")}
+    assert 3 <= len(finished_before) < 10
+    time.sleep(0.5)
+    r = _cli("run", str(suite_file), "--out", str(out), "--quiet", "--no-report")
+    assert r.returncode == 0, r.stderr[-3000:]
+    # finished runs were not redone
+    for name, mtime in finished_before.items():
+        assert (out / "runs" / name / "summary.json").stat().st_mtime_ns == mtime
+    # and every result equals the uninterrupted sweep's
+    a = pd.read_csv(finished_suite / "runs.csv").set_index("name")
+    b = pd.read_csv(out / "runs.csv").set_index("name")
+    assert list(a.index) == list(b.index)
+    cols = ["loss", "bpb", "final_train_loss", "tokens", "params"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+
+
+def test_presets_parse_and_show():
+    for name in preset_names():
+        s = load_suite(name)
+        assert len(s.fit_budgets) >= 3
+    tiny = load_suite("tiny")
+    assert max(tiny.fit_budgets) / min(tiny.fit_budgets) >= 10
+    assert min(tiny.heldout_budgets) >= 10 * max(tiny.fit_budgets)
+    assert all(len(tiny.recipe.candidates(b)) >= 4 for b in tiny.fit_budgets)
+    r = _cli("suite", "show", "tiny")
+    assert r.returncode == 0 and "[recipe]" in r.stdout
+
+
+@pytest.mark.parametrize("mutation,needle", [
+    (lambda s: s + "\n[bogus]\nx = 1\n", "unknown section"),
+    (lambda s: s.replace('name = "ci"\n\n[recipe]', 'name = "ci"\ncolour = "red"\n\n[recipe]'), "unknown key"),
+    (lambda s: s.replace("budgets = [1e10, 3e10, 1e11]", "budgets = [1e10, -3e10, 1e11]"), "positive"),
+    (lambda s: s.replace("budgets = [1e10, 3e10, 1e11]", "budgets = [1e10, 3e10]"), "at least 3"),
+    (lambda s: s.replace('name_suffix = "ci"', 'name_suffix = "ci"\nwarp = 9'), "unknown recipe constant"),
+    (lambda s: s.replace("budgets = [1e12]", "budgets = [1e3]"), "no valid candidate"),
+    (lambda s: s.replace("[fit]", "[fit\n"), "not valid TOML"),
+])
+def test_bad_suites_fail_before_any_work(tmp_path, mutation, needle):
+    with pytest.raises(DelphiError, match=needle):
+        parse_suite(mutation(SUITE))
+    p = tmp_path / "bad.toml"
+    p.write_text(mutation(SUITE))
+    r = _cli("run", str(p), "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
