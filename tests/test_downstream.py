@@ -85,7 +85,9 @@ def _suite(tmp_path):
         true = -(0.35 + 40.0 * C ** -0.08)  # choice_logprob rising towards -0.35
         for j, dl in enumerate((0.05, 0.0, 0.04)):
             soft = true - 3 * dl + (0.002 if j == 1 and i % 2 else -0.002 if j == 1 else 0)
+            n = 1e6 * 2.0 ** (j + i)
             rows.append({"name": f"b{i}-r{j}", "budget": C, "flops": C * (1 + 0.01 * j), "status": "completed",
+                         "params": n, "tokens": C / (6 * n),
                          "loss": 3.0 - 0.1 * i + dl, "mmlu_sl_verb_5shot/choice_logprob": soft})
     runs = pd.DataFrame(rows)
     rng = np.random.default_rng(0)

@@ -7,8 +7,9 @@ negation, a decreasing quantity with an asymptote (`−choice_logprob` → its i
 Step 2: accuracy from the soft metric by the bounded sigmoid of `delphi.downstream.sigmoid`,
 fitted on a pool of external models (CSV: model, soft, hard).
 Composition: accuracy at a target compute = sigmoid(step-1 prediction). Its interval carries
-both steps' uncertainty by Monte Carlo: soft-metric draws from step 1's bootstrap interval
-(a split normal matching its two half-widths) are pushed through the sigmoid's bootstrap draws.
+both steps' uncertainty by Monte Carlo: step 1's bootstrap predictions at the target (the
+law's `bootstrap_params`; a split normal matching its interval if a law lacks them) are paired
+at random with the sigmoid's bootstrap draws over pool models.
 """
 
 from __future__ import annotations
@@ -60,6 +61,14 @@ class SoftLaw:
         lo, hi = self.law.interval(C)
         a, b = self.sign * float(lo), self.sign * float(hi)
         return (min(a, b), max(a, b))
+
+    def sample_predictions(self, C: float) -> np.ndarray | None:
+        """Soft-metric predictions at C of every step-1 bootstrap resample (None if unavailable)."""
+        p = getattr(self.law, "bootstrap_params", None)
+        if p is None or len(p) == 0:
+            return None
+        p = np.asarray(p, dtype=float)
+        return self.sign * (p[:, 0] + p[:, 1] * float(C) ** (-p[:, 2]))
 
     def to_dict(self) -> dict[str, Any]:
         return {"column": self.column, "fitted_as": "-soft" if self.sign < 0 else "soft",
@@ -187,7 +196,11 @@ def compose(step1: SoftLaw, step2: SigmoidFit, target_flops: Sequence[float], *,
     for C in target_flops:
         s = step1.predict(float(C))
         lo, hi = step1.interval(float(C))
-        soft_draws = _split_normal(rng, s, lo, hi, draws, confidence)
+        boot = step1.sample_predictions(float(C))
+        if boot is not None:
+            soft_draws = boot[rng.integers(0, len(boot), size=draws)]
+        else:
+            soft_draws = _split_normal(rng, s, lo, hi, draws, confidence)
         params = step2.samples[rng.integers(0, len(step2.samples), size=draws)]
         z = np.clip(-params[:, 2] * (soft_draws - params[:, 3]), -500, 500)
         acc = params[:, 0] / (1 + np.exp(z)) + params[:, 1]
