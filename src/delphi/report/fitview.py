@@ -104,6 +104,15 @@ def _coeffs(b: Any) -> tuple[float, float, float] | None:
     return (a, bb, cc) if all(math.isfinite(v) for v in (a, bb, cc)) else None
 
 
+def _flag_text(code: str) -> str:
+    """The fitting area's explanation of a flag code, or the code made readable."""
+    try:
+        from delphi.fit.isoflop import FLAG_TEXT
+    except ImportError:
+        FLAG_TEXT = {}
+    return FLAG_TEXT.get(code, code.replace("_", " "))
+
+
 def _bucket(b: Any) -> Bucket | None:
     flops = fmt.num(_get(b, "flops", "budget", "compute"))
     if flops is None:
@@ -111,12 +120,13 @@ def _bucket(b: Any) -> Bucket | None:
     flags = _get(b, "flags", default=[]) or []
     if isinstance(flags, str):
         flags = [flags]
+    flags = [_flag_text(str(f)) for f in flags]
     return Bucket(
         flops=flops, n_runs=_get(b, "n_runs", "n"),
         optimal_tokens=fmt.num(_get(b, "optimal_tokens", "tokens", "D")),
         optimal_params=fmt.num(_get(b, "optimal_params", "params", "N")),
         optimal_loss=fmt.num(_get(b, "optimal_loss", "loss", "L")),
-        flags=[str(f) for f in flags], coeffs=_coeffs(b),
+        flags=flags, coeffs=_coeffs(b),
         skipped=_get(b, "skipped", "skip_reason", "reason"),
     )
 
@@ -129,8 +139,12 @@ def _law(d: Any) -> PowerLaw | None:
 
 
 def _from_isoflop(obj: Any, view: FitView) -> None:
-    buckets = _get(obj, "buckets", default=[]) or []
-    view.buckets = [bk for bk in (_bucket(b) for b in buckets) if bk is not None]
+    # fit.json lists usable buckets under "buckets" and the ones without an optimum under "skipped".
+    buckets = list(_get(obj, "buckets", default=[]) or []) + list(_get(obj, "skipped", default=[]) or [])
+    view.buckets = sorted((bk for bk in (_bucket(b) for b in buckets) if bk is not None), key=lambda b: b.flops)
+    for bk in view.buckets:
+        if bk.optimal_loss is None and not bk.skipped:
+            bk.skipped = "no optimum"
     alloc = _get(obj, "allocation", default={}) or {}
     view.tokens_law = _law(_get(alloc, "tokens", "D")) or _law(_get(obj, "tokens_law", "data_law"))
     view.params_law = _law(_get(alloc, "params", "N")) or _law(_get(obj, "params_law"))
@@ -176,22 +190,33 @@ def _try_band(view: FitView, ll_dict: dict | None) -> None:
     """The loss law's bootstrap band over C, refitted on the fit's bucket optima with delphi.fit."""
     if view.loss_law is None:
         return
-    pts = [(b.flops, b.optimal_loss) for b in view.fitted]
-    if len(pts) < 3:
+    d = ll_dict or {}
+    # The law's own input points when fit.json records them (flagged buckets may have been left
+    # out of the fit), else the bucket optima.
+    pts = [(fmt.num(p.get("flops")), fmt.num(p.get("loss"))) for p in d.get("points") or [] if isinstance(p, dict)]
+    pts = [p for p in pts if p[0] and p[1] is not None] or [(b.flops, b.optimal_loss) for b in view.fitted]
+    if len(pts) < 4:
+        view.notes.append(f"no bootstrap band: the loss law has {len(pts)} points and a bootstrap needs at least 4")
         return
     try:
         from delphi.fit.loss_law import fit_loss_law
     except ImportError:
         view.notes.append("the loss law's bootstrap band is not drawn: delphi.fit.loss_law is not available")
         return
-    d = ll_dict or {}
     kwargs = {}
-    n_boot = fmt.num(_get(d, "bootstrap", "n_bootstrap", "bootstrap_samples"))
+    n_boot = fmt.num(_get(d, "n_bootstrap", "bootstrap", "bootstrap_samples"))
     seed = fmt.num(_get(d, "seed", "bootstrap_seed"))
+    conf = fmt.num(_get(d, "confidence"))
     if n_boot is not None:
+        if n_boot < 1:
+            view.notes.append("no bootstrap band: the loss law was fitted without bootstrap resamples")
+            return
         kwargs["bootstrap"] = int(n_boot)
     if seed is not None:
         kwargs["seed"] = int(seed)
+    if conf is not None:
+        kwargs["confidence"] = conf
+        view.loss_law.band_level = f"{conf:.0%}"
     flops = np.array([p[0] for p in pts])
     loss = np.array([p[1] for p in pts])
     try:
@@ -238,7 +263,8 @@ def build_fit_view(fit: dict | None, table: Any, *, ok_table: Any = None) -> Fit
             from delphi.fit.loss_law import fit_loss_law
 
             law = fit_loss_law(np.array([b.flops for b in view.fitted]),
-                               np.array([b.optimal_loss for b in view.fitted]))
+                               np.array([b.optimal_loss for b in view.fitted]),
+                               bootstrap=2000 if len(view.fitted) >= 4 else 0)
             view.loss_law = _loss_law(law.to_dict() if hasattr(law, "to_dict") else law)
             ll = law.to_dict() if hasattr(law, "to_dict") else None
             view.notes.append("the loss law was fitted for this report (fit.json has none)")

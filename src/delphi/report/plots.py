@@ -423,7 +423,7 @@ def save_png(fig, path) -> bytes:
 
     plt = _plt()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight", facecolor="white")
+    fig.savefig(buf, format="png", facecolor="white")  # layout already done by tight_layout
     plt.close(fig)
     data = buf.getvalue()
     with open(path, "wb") as f:
