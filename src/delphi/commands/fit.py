@@ -1,0 +1,290 @@
+"""`delphi fit`: IsoFLOP optima (Approach 2), the loss law with bootstrap intervals, and the
+parametric fit L(N, D) (Approach 3). Thin layer over `delphi.fit`; numpy/scipy/pandas are
+imported inside the handlers so the CLI starts instantly."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fit", help="fit scaling laws to a runs table (isoflop, loss-law, parametric)",
+                       description="Fit scaling laws to a runs table: CSV, Parquet, JSON Lines, or a suite "
+                                   "directory of summary.json files.")
+    fs = p.add_subparsers(dest="fit_command", metavar="KIND", parser_class=type(p))
+    p.set_defaults(func=lambda args: _usage(p))
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--metric", default="loss",
+                        help="loss column to fit (default: loss, the macro validation loss; e.g. bpb, loss/prose)")
+    common.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    common.add_argument("--plot", metavar="FILE.png", help="draw the fit to this image file")
+
+    iso = fs.add_parser("isoflop", parents=[common], help="per-budget parabolas -> compute-optimal points and allocation laws",
+                        description="Approach 2: per-budget Huber parabolas in log10(tokens), their vertices "
+                                    "(D*, N*, L*), and the allocation laws D*(C) = A·C^alpha, N*(C) = G·C^a.")
+    iso.add_argument("runs", metavar="RUNS", help="runs table file or suite directory")
+    iso.add_argument("--exclude-flagged", action="store_true",
+                     help="leave buckets whose optimum lies outside their token range out of the laws")
+    iso.set_defaults(func=run_isoflop)
+
+    law = fs.add_parser("loss-law", parents=[common], help="L*(C) = E + A·C^-alpha through the optima, with bootstrap intervals",
+                        description="Fit L*(C) = E + A·C^-alpha to compute-optimal points (OPTIMA: columns flops, "
+                                    "loss; the JSON of 'delphi fit isoflop --json'; or a runs table, reduced to "
+                                    "optima first), with bootstrap and leave-one-out spreads of the predictions.")
+    law.add_argument("optima", metavar="OPTIMA", help="optima table, isoflop JSON, runs table, or suite directory")
+    law.add_argument("--predict", nargs="+", metavar="FLOPS", default=[], help="compute budgets to predict, e.g. 1e21 1e22")
+    law.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000; 0: none)")
+    law.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    law.add_argument("--confidence", type=float, default=0.95, help="interval coverage (default 0.95: 2.5/97.5%%)")
+    law.add_argument("--no-asymptote", action="store_true", help="fit the pure power law A·C^-alpha (E = 0)")
+    law.add_argument("--overtrain", nargs="+", metavar="S", default=[],
+                     help="off-optimal penalty for training S× the optimal tokens (needs a runs table)")
+    law.add_argument("--exclude-flagged", action="store_true", help="(runs table) drop flagged buckets first")
+    law.set_defaults(func=run_loss_law)
+
+    par = fs.add_parser("parametric", parents=[common], help="L(N, D) = E + A/N^alpha + B/D^beta (Epoch AI's method)",
+                        description="Approach 3: Huber (delta 1e-3) on log loss, log-sum-exp parametrisation, "
+                                    "L-BFGS from Chinchilla's grid of 4,500 starts; bootstrap intervals.")
+    par.add_argument("runs", metavar="RUNS", help="runs table file or suite directory (columns params, tokens, loss)")
+    par.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the runs (default 200; 0: none)")
+    par.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    par.add_argument("--confidence", type=float, default=0.95, help="interval coverage (default 0.95)")
+    par.add_argument("--optimal", nargs="+", metavar="FLOPS", default=[],
+                     help="print compute-optimal N*, D* (C = 6ND) at these budgets")
+    par.set_defaults(func=run_parametric)
+
+
+def _usage(p: argparse.ArgumentParser) -> int:
+    p.print_help(sys.stderr)
+    return 2
+
+
+def _floats(values: list[str], what: str) -> list[float]:
+    from delphi.errors import DelphiError
+
+    out = []
+    for v in values:
+        try:
+            out.append(float(v))
+        except ValueError:
+            raise DelphiError(f"{what}: {v!r} is not a number") from None
+    return out
+
+
+def _check_positive(values: list[float], what: str) -> None:
+    from delphi.errors import DelphiError
+
+    for v in values:
+        if not v > 0 or v == float("inf"):
+            raise DelphiError(f"{what}: {v!r} must be positive and finite")
+
+
+def _jsonable(v):
+    """numpy scalars -> Python numbers, non-finite floats -> null (strict JSON for other tools)."""
+    import math
+
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _print_json(d: dict) -> None:
+    print(json.dumps(_jsonable(d), indent=2, allow_nan=False))
+
+
+def _note(text: str) -> None:
+    if text:
+        print(f"note: {text}", file=sys.stderr)
+
+
+# ---- isoflop -------------------------------------------------------------------------------
+
+def run_isoflop(args) -> int:
+    from delphi.fit.isoflop import FLAG_TEXT, fit_isoflop
+    from delphi.fit.runs_table import excluded_note, load_runs_table
+
+    table = load_runs_table(args.runs, metric=args.metric)
+    iso = fit_isoflop(table, args.metric, exclude_flagged=args.exclude_flagged)
+    if args.plot:
+        from delphi.fit.plots import plot_isoflop
+
+        plot_isoflop(iso, args.plot)
+    if args.json:
+        _print_json(iso.to_dict())
+        _note(excluded_note(table))
+        return 0
+    print(f"IsoFLOP fit of {args.metric!r} ({len(table)} runs, {len(iso.buckets)} buckets)")
+    print(f"{'flops':>10} {'runs':>5} {'D* tokens':>11} {'N* params':>11} {'L*':>9}  flags")
+    for b in iso.buckets:
+        if b.usable:
+            flags = "; ".join(FLAG_TEXT[f] for f in b.flags)
+            print(f"{b.flops:>10.3g} {b.n_runs:>5} {b.optimal_tokens:>11.4g} {b.optimal_params:>11.4g} "
+                  f"{b.optimal_loss:>9.4f}  {flags}")
+        else:
+            print(f"{b.flops:>10.3g} {b.n_runs:>5} {'skipped: ' + b.skipped}")
+    if iso.tokens_law is None:
+        print("allocation laws: need at least two usable buckets")
+    else:
+        t, p = iso.tokens_law, iso.params_law
+        print(f"D*(C) = {t.A:.4g} · C^{t.alpha:.4f}   (rmse {t.rmse_log10:.3g} dex)")
+        print(f"N*(C) = {p.A:.4g} · C^{p.alpha:.4f}   (rmse {p.rmse_log10:.3g} dex)")
+        print(f"sum of exponents {t.alpha + p.alpha:.4f} (≈ 1 when C ∝ N·D)")
+    _note(excluded_note(table))
+    if args.plot:
+        print(f"plot: {args.plot}")
+    return 0
+
+
+# ---- loss law ------------------------------------------------------------------------------
+
+def _load_optima(args):
+    """-> (flops, loss, isoflop fit or None, runs table or None)."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from delphi.errors import DelphiError
+    from delphi.fit.isoflop import fit_isoflop
+    from delphi.fit.runs_table import read_table, validate_table
+
+    p = Path(args.optima)
+    if p.is_file() and p.suffix.lower() == ".json" and not p.read_text().lstrip().startswith("["):
+        try:
+            d = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise DelphiError(f"{p}: not valid JSON ({e})") from None
+        if not isinstance(d, dict) or "buckets" not in d:
+            raise DelphiError(f"{p}: expected the JSON of 'delphi fit isoflop --json' (an object with 'buckets')")
+        try:
+            C = np.array([float(b["flops"]) for b in d["buckets"]])
+            L = np.array([float(b["optimal_loss"]) for b in d["buckets"]])
+        except (KeyError, TypeError, ValueError) as e:
+            raise DelphiError(f"{p}: bucket without a numeric flops/optimal_loss ({e})") from None
+        return C, L, None, None
+    raw = read_table(p)
+    if {"tokens", "params"} <= set(raw.columns):  # a runs table: reduce to optima first
+        table = validate_table(raw, metric=args.metric, where=str(p))
+        iso = fit_isoflop(table, args.metric, exclude_flagged=args.exclude_flagged)
+        C, L = iso.optima()
+        if len(C) == 0:
+            raise DelphiError(f"{p}: no bucket produced an optimum (see 'delphi fit isoflop {p}')")
+        return C, L, iso, table
+    table = validate_table(raw, metric=args.metric, require=("flops",), where=str(p))
+    return table["flops"].to_numpy(float), table[args.metric].to_numpy(float), None, table
+
+
+def run_loss_law(args) -> int:
+    import numpy as np
+
+    from delphi.errors import DelphiError
+    from delphi.fit.loss_law import fit_loss_law
+    from delphi.fit.runs_table import excluded_note
+
+    targets = _floats(args.predict, "--predict")
+    _check_positive(targets, "--predict")
+    overtrain = _floats(args.overtrain, "--overtrain")
+    _check_positive(overtrain, "--overtrain")
+    if args.bootstrap < 0:
+        raise DelphiError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    if not 0 < args.confidence < 1:
+        raise DelphiError(f"--confidence must be in (0, 1), got {args.confidence}")
+    C, L, iso, table = _load_optima(args)
+    law = fit_loss_law(C, L, bootstrap=args.bootstrap, seed=args.seed, confidence=args.confidence,
+                       asymptote=not args.no_asymptote)
+    pure = fit_loss_law(C, L, bootstrap=0, asymptote=False) if not args.no_asymptote and len(C) >= 2 else None
+    penalty = None
+    if overtrain:
+        if iso is None:
+            raise DelphiError("--overtrain needs the runs (a runs table or suite directory), not only optima")
+        penalty = iso.penalty()
+    if args.plot:
+        from delphi.fit.plots import plot_loss_law
+
+        plot_loss_law(law, args.plot, targets=targets, pure=pure, metric=args.metric)
+    d = law.to_dict(predict_at=targets)
+    if pure is not None:
+        d["pure_power_law"] = {"A": pure.A, "alpha": pure.alpha, "sse": pure.sse, "rmse": pure.rmse}
+    if penalty is not None:
+        d["off_optimal"] = {**penalty.to_dict(), "table": penalty.table(overtrain, targets or [max(C)], law)}
+    note = excluded_note(table) if table is not None else ""
+    if args.json:
+        _print_json(d)
+        _note(note)
+        return 0
+    form = "E + A·C^-alpha" if law.asymptote else "A·C^-alpha"
+    print(f"loss law L*(C) = {form} on {law.n_points} optima of {args.metric!r}")
+    print(f"  E = {law.E:.5g}   A = {law.A:.5g}   alpha = {law.alpha:.5g}")
+    print(f"  objective: sum of squared residuals {law.sse:.4g} (rmse {law.rmse:.4g}); {law.status}"
+          + ("; E reached min L* (weakly identified)" if law.E_at_upper_bound else ""))
+    if pure is not None:
+        print(f"  pure power law A·C^-alpha: A = {pure.A:.5g}, alpha = {pure.alpha:.5g}, rmse {pure.rmse:.4g}")
+    if targets:
+        pct = f"{100 * (1 - law.confidence) / 2:g}-{100 - 100 * (1 - law.confidence) / 2:g}%"
+        print(f"{'flops':>10} {'prediction':>11} {('bootstrap ' + pct):>23} {'leave-one-out':>21}")
+        for r in d["predictions"]:
+            ci = f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]" if r["ci_low"] is not None else "-"
+            loo = f"[{r['loo_min']:.4f}, {r['loo_max']:.4f}]" if r["loo_min"] is not None else "-"
+            print(f"{r['flops']:>10.3g} {r['loss']:>11.4f} {ci:>23} {loo:>21}")
+    if penalty is not None:
+        print("off-optimal penalty (training s× the optimal tokens at the same compute):")
+        print(f"{'flops':>10} {'s':>6} {'loss gap':>10} {'extra compute':>14}")
+        for r in d["off_optimal"]["table"]:
+            print(f"{r['flops']:>10.3g} {r['s']:>6.3g} {r['loss_gap']:>10.4g} {100 * r['extra_compute']:>13.1f}%")
+    _note(note)
+    if args.plot:
+        print(f"plot: {args.plot}")
+    return 0
+
+
+# ---- parametric ----------------------------------------------------------------------------
+
+def run_parametric(args) -> int:
+    from delphi.errors import DelphiError
+    from delphi.fit.parametric import PARAM_NAMES, fit_parametric
+    from delphi.fit.runs_table import excluded_note, load_runs_table
+
+    optimal = _floats(args.optimal, "--optimal")
+    _check_positive(optimal, "--optimal")
+    if args.bootstrap < 0:
+        raise DelphiError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    table = load_runs_table(args.runs, metric=args.metric, require=("params", "tokens"))
+    fit = fit_parametric(table["params"], table["tokens"], table[args.metric], bootstrap=args.bootstrap,
+                         seed=args.seed, confidence=args.confidence)
+    if args.plot:
+        from delphi.fit.plots import plot_parametric
+
+        plot_parametric(fit, table["params"].to_numpy(float), table["tokens"].to_numpy(float),
+                        table[args.metric].to_numpy(float), args.plot, metric=args.metric)
+    d = fit.to_dict()
+    if optimal:
+        N, D = fit.compute_optimal(optimal)
+        d["compute_optimal"] = [{"flops": c, "params": float(n), "tokens": float(t), "loss": float(fit.predict(n, t))}
+                                for c, n, t in zip(optimal, N, D)]
+    if args.json:
+        _print_json(d)
+        _note(excluded_note(table))
+        return 0
+    print(f"L(N, D) = E + A/N^alpha + B/D^beta on {fit.n_runs} runs of {args.metric!r}")
+    ci = fit.ci
+    for k in PARAM_NAMES:
+        lo_hi = f"   [{ci[k][0]:.4g}, {ci[k][1]:.4g}]" if k in ci else ""
+        print(f"  {k:>5} = {getattr(fit, k):.5g}{lo_hi}")
+    if ci:
+        print(f"  ({100 * fit.confidence:g}% bootstrap intervals, {len(fit.bootstrap_params)} resamples)")
+    print(f"  Huber loss {fit.huber_loss:.6g} (delta {fit.delta:g}); {fit.n_starts_at_best} of {fit.n_starts} "
+          f"starts reached the best; {fit.status}")
+    for r in d.get("compute_optimal", []):
+        print(f"  C = {r['flops']:.3g}: N* = {r['params']:.4g}, D* = {r['tokens']:.4g}, L = {r['loss']:.4f}")
+    _note(excluded_note(table))
+    if args.plot:
+        print(f"plot: {args.plot}")
+    return 0

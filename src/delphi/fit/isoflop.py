@@ -1,0 +1,293 @@
+"""Approach 2: IsoFLOP parabolas, compute-optimal points, allocation laws, off-optimal penalty.
+
+1. Buckets: runs are grouped by their declared `budget` when present, otherwise by the nearest
+   power of 1.1 of their measured FLOPs (Delphi's rule); the bucket's compute is that value.
+2. Per bucket, loss = a·x^2 + b·x + c with x = log10(tokens), fitted robustly: iteratively
+   reweighted least squares with Huber weights, threshold 1.345·sigma, sigma = 1.4826·MAD of the
+   residuals (or a fixed `huber_delta`). Vertex x* = -b/(2a) gives D* = 10^x*, L* = c - b^2/(4a);
+   N* is interpolated in log-log space between the bucket's runs at D* (linear extrapolation
+   from the end segments outside them). Skipped with a reason: fewer than 3 runs or distinct
+   token counts, a <= 0 (no minimum). Flagged: vertex outside the bucket's token range.
+3. Allocation laws by least squares in log-log space: D*(C) = A·C^alpha, N*(C) = G·C^a.
+4. Off-optimal penalty: training D = s·D* instead of D* costs a·(log10 s)^2 (from the parabola);
+   the curvature a is fitted as a power law in C, so the gap extrapolates to any C.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from delphi.errors import DelphiError
+
+HUBER_K = 1.345  # 95% efficiency at the normal distribution
+MAX_IRLS = 100
+FLAG_ABOVE = "vertex_above_range"  # optimum beyond the largest token count: grid centred too low
+FLAG_BELOW = "vertex_below_range"  # optimum below the smallest token count: grid centred too high
+FLAG_TEXT = {FLAG_ABOVE: "optimum beyond the largest token count (grid off-centre; vertex extrapolated)",
+             FLAG_BELOW: "optimum below the smallest token count (grid off-centre; vertex extrapolated)"}
+
+
+@dataclass(frozen=True)
+class PowerLaw:
+    """y = A·C^alpha, fitted by least squares on log10 y vs log10 C."""
+
+    A: float
+    alpha: float
+    n_points: int
+    rmse_log10: float  # residual RMS in log10 units
+
+    def predict(self, C):
+        return self.A * np.asarray(C, dtype=float) ** self.alpha
+
+    def to_dict(self) -> dict:
+        return {"A": self.A, "alpha": self.alpha, "n_points": self.n_points, "rmse_log10": self.rmse_log10}
+
+
+def fit_power_law(x, y) -> PowerLaw:
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 2 or len(np.unique(x)) < 2:
+        raise DelphiError("power law: need at least two distinct compute values")
+    if np.any(x <= 0) or np.any(y <= 0):
+        raise DelphiError("power law: values must be positive for a log-log fit")
+    lx, ly = np.log10(x), np.log10(y)
+    slope, intercept = np.polyfit(lx, ly, 1)
+    resid = ly - (intercept + slope * lx)
+    return PowerLaw(A=float(10 ** intercept), alpha=float(slope), n_points=len(x),
+                    rmse_log10=float(np.sqrt(np.mean(resid ** 2))))
+
+
+@dataclass(frozen=True)
+class BucketFit:
+    flops: float  # the bucket's compute (declared budget, or the power of 1.1)
+    n_runs: int
+    tokens: tuple[float, ...]  # the runs (for plots and re-fits)
+    params: tuple[float, ...]
+    loss: tuple[float, ...]
+    coeffs: tuple[float, float, float] | None = None  # (a, b, c) in x = log10(tokens)
+    optimal_tokens: float = math.nan
+    optimal_params: float = math.nan
+    optimal_loss: float = math.nan
+    flags: tuple[str, ...] = ()
+    skipped: str | None = None  # reason, when no optimum was extracted
+
+    @property
+    def usable(self) -> bool:
+        return self.skipped is None
+
+    def predict(self, tokens):
+        """The fitted parabola's loss at `tokens`."""
+        if self.coeffs is None:
+            raise DelphiError(f"bucket {self.flops:.3g}: skipped ({self.skipped}); no parabola")
+        a, b, c = self.coeffs
+        x = np.log10(np.asarray(tokens, dtype=float))
+        return a * x * x + b * x + c
+
+    def gap(self, s):
+        """Loss gap between training D = s·D* and D* (same bucket): a·(log10 s)^2."""
+        return self.coeffs[0] * np.log10(np.asarray(s, dtype=float)) ** 2
+
+    def to_dict(self) -> dict:
+        d = {"flops": self.flops, "n_runs": self.n_runs}
+        if self.usable:
+            d.update(optimal_tokens=self.optimal_tokens, optimal_params=self.optimal_params,
+                     optimal_loss=self.optimal_loss, flags=list(self.flags),
+                     parabola={"a": self.coeffs[0], "b": self.coeffs[1], "c": self.coeffs[2], "x": "log10(tokens)"})
+        else:
+            d["reason"] = self.skipped
+        return d
+
+
+def huber_parabola(x: np.ndarray, y: np.ndarray, delta: float | None = None) -> tuple[float, float, float]:
+    """Robust fit y = a x^2 + b x + c by IRLS with Huber weights; returns (a, b, c)."""
+    xm = float(np.mean(x))
+    X = np.stack([(x - xm) ** 2, x - xm, np.ones_like(x)], axis=1)  # centred for conditioning
+    w = np.ones_like(y)
+    coef = np.zeros(3)
+    for _ in range(MAX_IRLS):
+        sw = np.sqrt(w)
+        coef = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0]
+        r = np.abs(y - X @ coef)
+        k = delta if delta is not None else HUBER_K * 1.4826 * float(np.median(r))
+        if not k > 1e-12 * max(1.0, float(np.abs(y).max())):
+            break  # (near-)exact fit: nothing to down-weight
+        w_new = np.where(r <= k, 1.0, k / np.maximum(r, 1e-300))
+        if np.max(np.abs(w_new - w)) < 1e-10:
+            break
+        w = w_new
+    a, bc, cc = coef  # a(x-m)^2 + b'(x-m) + c' -> a x^2 + (b' - 2am) x + (a m^2 - b' m + c')
+    return float(a), float(bc - 2 * a * xm), float(a * xm * xm - bc * xm + cc)
+
+
+def _interp_loglog(x0: float, xs: np.ndarray, ys: np.ndarray) -> float:
+    """Piecewise-linear interpolation of log y at log x0, extrapolating the end segments."""
+    lx, ly = np.log(xs), np.log(ys)
+    order = np.argsort(lx)
+    lx, ly = lx[order], ly[order]
+    ux = np.unique(lx)
+    uy = np.array([ly[lx == u].mean() for u in ux])  # repeated token counts (seeds): average
+    t = math.log(x0)
+    if len(ux) == 1:
+        return float(np.exp(uy[0]))
+    if t < ux[0]:
+        j = 0
+    elif t > ux[-1]:
+        j = len(ux) - 2
+    else:
+        return float(np.exp(np.interp(t, ux, uy)))
+    slope = (uy[j + 1] - uy[j]) / (ux[j + 1] - ux[j])
+    return float(np.exp(uy[j] + slope * (t - ux[j])))
+
+
+def fit_bucket(flops: float, tokens, params, loss, huber_delta: float | None = None) -> BucketFit:
+    D, N, L = (np.asarray(v, dtype=float) for v in (tokens, params, loss))
+    base = dict(flops=float(flops), n_runs=len(D), tokens=tuple(D), params=tuple(N), loss=tuple(L))
+    if len(D) < 3:
+        return BucketFit(**base, skipped=f"fewer than 3 runs ({len(D)})")
+    x = np.log10(D)
+    if len(np.unique(x)) < 3:
+        return BucketFit(**base, skipped=f"fewer than 3 distinct token counts ({len(np.unique(x))})")
+    a, b, c = huber_parabola(x, L, huber_delta)
+    if not a > 0:
+        return BucketFit(**base, coeffs=(a, b, c), skipped=f"parabola opens downward (a = {a:.3g} <= 0): no minimum")
+    xs = -b / (2 * a)
+    flags = (FLAG_ABOVE,) if xs > x.max() else (FLAG_BELOW,) if xs < x.min() else ()
+    Dopt = 10 ** xs
+    return BucketFit(**base, coeffs=(a, b, c), optimal_tokens=float(Dopt),
+                     optimal_params=_interp_loglog(Dopt, D, N), optimal_loss=float(c - b * b / (4 * a)), flags=flags)
+
+
+def bucket_flops(flops, budget=None) -> np.ndarray:
+    """Each run's bucket compute: its declared budget, else the nearest power of 1.1 of its FLOPs."""
+    f = np.asarray(flops, dtype=float)
+    k = np.round(np.log(f) / math.log(1.1))
+    out = 1.1 ** k
+    if budget is not None:
+        b = np.asarray(budget, dtype=float)
+        has = np.isfinite(b) & (b > 0)
+        out = np.where(has, b, out)
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class OffOptimalPenalty:
+    """Loss gap of training s× the optimal tokens: gap(s, C) = K·C^gamma·(log10 s)^2.
+
+    K, gamma: a power law through the buckets' parabola curvatures a(C).
+    """
+
+    curvature: PowerLaw
+
+    def gap(self, s, C):
+        return self.curvature.predict(C) * np.log10(np.asarray(s, dtype=float)) ** 2
+
+    def extra_compute(self, s, C, law) -> np.ndarray:
+        """Compute an s-times over(under)-trained run needs, relative to C, to match L*(C).
+
+        Solves L*(C') + gap(s, C') = L*(C) for C' (bisection in log C') and returns C'/C - 1.
+        """
+        s, C = np.broadcast_arrays(np.asarray(s, dtype=float), np.asarray(C, dtype=float))
+        target = law.predict(C)
+        lo, hi = np.log(C), np.log(C) + math.log(1e6)
+        f = lambda lc: law.predict(np.exp(lc)) + self.gap(s, np.exp(lc)) - target  # noqa: E731
+        if np.any(f(hi) > 0):
+            return np.where(f(hi) > 0, np.inf, self._bisect(f, lo, hi, C))
+        return self._bisect(f, lo, hi, C)
+
+    @staticmethod
+    def _bisect(f, lo, hi, C):
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            pos = f(mid) > 0
+            lo, hi = np.where(pos, mid, lo), np.where(pos, hi, mid)
+        return np.exp((lo + hi) / 2) / C - 1
+
+    def effective_compute(self, s, C, law) -> np.ndarray:
+        """C_eq / C where a compute-optimal run at C_eq reaches the s-times over-trained run's loss."""
+        s, C = np.broadcast_arrays(np.asarray(s, dtype=float), np.asarray(C, dtype=float))
+        L = law.predict(C) + self.gap(s, C)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            Ceq = ((L - law.E) / law.A) ** (-1.0 / law.alpha)
+        return Ceq / C
+
+    def table(self, s_values, C_values, law=None) -> list[dict]:
+        rows = []
+        for C in np.atleast_1d(C_values):
+            for s in np.atleast_1d(s_values):
+                row = {"flops": float(C), "s": float(s), "loss_gap": float(self.gap(s, C))}
+                if law is not None:
+                    row["extra_compute"] = float(self.extra_compute(s, C, law))
+                    row["effective_compute"] = float(self.effective_compute(s, C, law))
+                rows.append(row)
+        return rows
+
+    def to_dict(self) -> dict:
+        return {"curvature": self.curvature.to_dict(), "form": "gap(s, C) = A*C^alpha*log10(s)^2"}
+
+
+@dataclass(frozen=True, eq=False)
+class IsoFlopFit:
+    metric: str
+    buckets: tuple[BucketFit, ...]
+    tokens_law: PowerLaw | None  # D*(C) = A·C^alpha
+    params_law: PowerLaw | None  # N*(C) = G·C^a
+    excluded: dict = field(default_factory=dict)  # status -> runs dropped before fitting
+    excluded_flagged: bool = False  # flagged buckets left out of the allocation laws
+
+    @property
+    def used(self) -> tuple[BucketFit, ...]:
+        return tuple(b for b in self.buckets if b.usable and not (self.excluded_flagged and b.flags))
+
+    def optima(self) -> tuple[np.ndarray, np.ndarray]:
+        """(compute, optimal loss) of the buckets used for the laws: the loss law's input."""
+        u = self.used
+        return np.array([b.flops for b in u]), np.array([b.optimal_loss for b in u])
+
+    def predict(self, C) -> tuple[np.ndarray, np.ndarray]:
+        """Compute-optimal (N*, D*) at C from the allocation laws."""
+        if self.tokens_law is None:
+            raise DelphiError("isoflop: fewer than two usable buckets, so there is no allocation law")
+        return self.params_law.predict(C), self.tokens_law.predict(C)
+
+    def penalty(self) -> OffOptimalPenalty:
+        u = self.used
+        if len(u) < 2:
+            raise DelphiError("isoflop: the off-optimal penalty needs at least two usable buckets")
+        return OffOptimalPenalty(fit_power_law([b.flops for b in u], [b.coeffs[0] for b in u]))
+
+    def to_dict(self) -> dict:
+        alloc = None
+        if self.tokens_law is not None:
+            alloc = {"tokens": self.tokens_law.to_dict(), "params": self.params_law.to_dict(),
+                     "sum_of_exponents": self.tokens_law.alpha + self.params_law.alpha}
+        return {"metric": self.metric,
+                "buckets": [b.to_dict() for b in self.buckets if b.usable],
+                "skipped": [b.to_dict() for b in self.buckets if not b.usable],
+                "allocation": alloc, "excluded_runs": dict(self.excluded),
+                "flagged_buckets_excluded": self.excluded_flagged}
+
+
+def fit_isoflop(table, metric: str = "loss", *, huber_delta: float | None = None,
+                exclude_flagged: bool = False) -> IsoFlopFit:
+    """Fit every compute bucket of a runs table (see `runs_table.load_runs_table`)."""
+    for col in ("flops", "params", "tokens", metric):
+        if col not in table.columns:
+            raise DelphiError(f"isoflop: runs table has no column {col!r}")
+    budget = table["budget"].to_numpy(dtype=float) if "budget" in table.columns else None
+    keys = bucket_flops(table["flops"].to_numpy(dtype=float), budget)
+    keys = np.array([float(f"{k:.6g}") for k in keys])  # merge float noise in declared budgets
+    buckets = []
+    for k in np.unique(keys):
+        sel = keys == k
+        buckets.append(fit_bucket(k, table["tokens"].to_numpy(float)[sel], table["params"].to_numpy(float)[sel],
+                                  table[metric].to_numpy(float)[sel], huber_delta))
+    used = [b for b in buckets if b.usable and not (exclude_flagged and b.flags)]
+    tl = pl = None
+    if len(used) >= 2:
+        C = [b.flops for b in used]
+        tl = fit_power_law(C, [b.optimal_tokens for b in used])
+        pl = fit_power_law(C, [b.optimal_params for b in used])
+    return IsoFlopFit(metric=metric, buckets=tuple(buckets), tokens_law=tl, params_law=pl,
+                      excluded=dict(getattr(table, "attrs", {}).get("excluded", {})), excluded_flagged=exclude_flagged)

@@ -1,0 +1,215 @@
+"""The loss law L*(C) = E + A·C^(-alpha) through compute-optimal points, with bootstrap intervals.
+
+General: any positive metric that decreases with compute (loss in nats, bits-per-byte,
+-log-prob of the right answer, ...). Objective, in the metric's own units:
+
+    minimise_{E, A, alpha}  sum_i w_i (y_i - E - A·C_i^(-alpha))^2,   0 <= E < min_i y_i,  A >= 0
+
+For fixed alpha the law is linear in (E, A), so (E, A) are solved exactly (weighted normal
+equations, E clamped to its interval) and only alpha is searched ("variable projection"):
+starts on a log grid of ALPHA_GRID_SIZE exponents in [ALPHA_MIN, ALPHA_MAX], then golden-section
+refinement between the best start's neighbours to a bracket of ALPHA_XTOL (relative). Every
+bootstrap resample and every leave-one-out refit is a row of one batch, so 2,000 resamples take
+milliseconds. `asymptote=False` fits the pure power law (E = 0) with the same objective.
+
+Compute is divided by the geometric mean of the data's compute (C0) inside the fit for
+conditioning; A is reported for C in FLOPs: A = A0·C0^alpha.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from delphi.errors import DelphiError
+from delphi.fit import bootstrap as bs
+
+ALPHA_MIN, ALPHA_MAX, ALPHA_GRID_SIZE, ALPHA_XTOL = 1e-3, 3.0, 241, 1e-10
+MIN_BOOTSTRAP_POINTS = 4  # distinct points per resample: 3 parameters need more than 3
+
+
+def _solve_linear(x: np.ndarray, y: np.ndarray, W: np.ndarray, e_max: np.ndarray, asymptote: bool):
+    """Best (E, A0) for each row's x = (C/C0)^(-alpha): x [R, n], y [n], W [R, n], e_max [R].
+
+    The profile objective is a convex quadratic in E, so the constrained optimum is the clamp of
+    the unconstrained one; A0 then follows from E (and is clamped at 0: a decreasing law).
+    """
+    Sw, Sx, Sy = W.sum(1), (W * x).sum(1), W @ y
+    Sxx, Sxy = (W * x * x).sum(1), (W * x) @ y
+    if asymptote:
+        det = Sw * Sxx - Sx * Sx
+        with np.errstate(divide="ignore", invalid="ignore"):
+            A0 = (Sw * Sxy - Sx * Sy) / det
+            E = (Sy - A0 * Sx) / Sw
+        E = np.clip(np.nan_to_num(E, nan=0.0), 0.0, e_max)
+    else:
+        E = np.zeros_like(Sw)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        A0 = np.maximum((Sxy - E * Sx) / Sxx, 0.0)
+    resid = y - E[:, None] - A0[:, None] * x
+    return E, A0, (W * resid * resid).sum(1)
+
+
+def _fit_rows(logc: np.ndarray, y: np.ndarray, W: np.ndarray, asymptote: bool):
+    """Fit every row of weights W [R, n] at once. Returns E, A0, alpha, sse, at_bound [R]."""
+    R = W.shape[0]
+    e_max = np.where(W > 0, y, np.inf).min(axis=1) * (1 - 1e-9)  # E < min of the points in this row
+
+    def profile(alpha):  # alpha [R] -> sse [R]
+        return _solve_linear(np.exp(-alpha[:, None] * logc[None, :]), y, W, e_max, asymptote)
+
+    grid = np.geomspace(ALPHA_MIN, ALPHA_MAX, ALPHA_GRID_SIZE)
+    sse_grid = np.stack([profile(np.full(R, a))[2] for a in grid], axis=1)  # [R, G]
+    k = np.nanargmin(sse_grid, axis=1)
+    at_bound = (k == 0) | (k == len(grid) - 1)
+    lo = np.log(grid[np.maximum(k - 1, 0)])
+    hi = np.log(grid[np.minimum(k + 1, len(grid) - 1)])
+    # Golden section on log(alpha) inside the bracket around the best start.
+    phi = (math.sqrt(5) - 1) / 2
+    x1, x2 = hi - phi * (hi - lo), lo + phi * (hi - lo)
+    f1, f2 = profile(np.exp(x1))[2], profile(np.exp(x2))[2]
+    n_iter = int(math.ceil(math.log(ALPHA_XTOL / (2 * math.log(grid[1] / grid[0]))) / math.log(phi)))
+    for _ in range(max(n_iter, 1)):
+        left = f1 <= f2
+        hi = np.where(left, x2, hi)
+        lo = np.where(left, lo, x1)
+        new = np.where(left, hi - phi * (hi - lo), lo + phi * (hi - lo))
+        x1, x2 = np.where(left, new, x2), np.where(left, x1, new)
+        f_new = profile(np.exp(new))[2]
+        f1, f2 = np.where(left, f_new, f2), np.where(left, f1, f_new)
+    alpha = np.exp((lo + hi) / 2)
+    E, A0, sse = profile(alpha)
+    return E, A0, alpha, sse, at_bound
+
+
+@dataclass(frozen=True, eq=False)
+class LossLaw:
+    """L(C) = E + A·C^(-alpha) (E = 0 for the pure power law), C in FLOPs."""
+
+    E: float
+    A: float
+    alpha: float
+    sse: float  # the objective: weighted sum of squared residuals at the optimum
+    rmse: float
+    n_points: int
+    asymptote: bool  # False: pure power law, E fixed at 0
+    converged: bool  # alpha strictly inside the search range (else the optimum may lie beyond it)
+    status: str
+    E_at_upper_bound: bool  # E reached min(L): the law is flat at the data (a poorly identified fit)
+    flops: tuple[float, ...] = field(repr=False, default=())
+    values: tuple[float, ...] = field(repr=False, default=())
+    confidence: float = 0.95
+    bootstrap_params: np.ndarray | None = field(default=None, repr=False)  # [n_boot, 3] (E, A, alpha)
+    loo_params: np.ndarray | None = field(default=None, repr=False)  # [n_points, 3], row i drops point i
+    seed: int = 0
+
+    def predict(self, C) -> np.ndarray:
+        C = np.asarray(C, dtype=float)
+        return self.E + self.A * C ** (-self.alpha)
+
+    def _predict_rows(self, params: np.ndarray, C) -> np.ndarray:  # [rows, *C.shape]
+        C = np.asarray(C, dtype=float)
+        E, A, al = (params[:, k].reshape((-1,) + (1,) * C.ndim) for k in range(3))
+        return E + A * C[None] ** (-al)
+
+    def interval(self, C) -> tuple[np.ndarray, np.ndarray]:
+        """Bootstrap percentile interval of the prediction at C (2.5/97.5% for confidence 0.95)."""
+        if self.bootstrap_params is None:
+            raise DelphiError("loss law: no bootstrap resamples; fit with bootstrap > 0 for intervals")
+        return bs.percentile_interval(self._predict_rows(self.bootstrap_params, C), self.confidence, axis=0)
+
+    def loo(self, C) -> tuple[np.ndarray, np.ndarray]:
+        """(min, max) of the prediction at C over the fits that each leave one point out."""
+        if self.loo_params is None:
+            raise DelphiError(f"loss law: leave-one-out needs at least {self.n_params + 1} points, got {self.n_points}")
+        p = self._predict_rows(self.loo_params, C)
+        return np.nanmin(p, axis=0), np.nanmax(p, axis=0)
+
+    @property
+    def n_params(self) -> int:
+        return 3 if self.asymptote else 2
+
+    def predictions(self, C) -> list[dict]:
+        """Rows {"flops", "loss", "ci_low", "ci_high", "loo_min", "loo_max"} (None where unavailable)."""
+        C = np.atleast_1d(np.asarray(C, dtype=float))
+        pred = self.predict(C)
+        lo = hi = mn = mx = [None] * len(C)
+        if self.bootstrap_params is not None:
+            lo, hi = self.interval(C)
+        if self.loo_params is not None:
+            mn, mx = self.loo(C)
+        f = lambda v: None if v is None else float(v)  # noqa: E731
+        return [{"flops": float(c), "loss": float(p), "ci_low": f(a), "ci_high": f(b), "loo_min": f(m1), "loo_max": f(m2)}
+                for c, p, a, b, m1, m2 in zip(C, pred, lo, hi, mn, mx)]
+
+    def to_dict(self, predict_at=None) -> dict:
+        d = {"E": self.E, "A": self.A, "alpha": self.alpha, "form": "E + A*C^-alpha" if self.asymptote else "A*C^-alpha",
+             "objective": "sum of squared residuals", "sse": self.sse, "rmse": self.rmse,
+             "n_points": self.n_points, "converged": self.converged, "status": self.status,
+             "E_at_upper_bound": self.E_at_upper_bound, "confidence": self.confidence,
+             "n_bootstrap": 0 if self.bootstrap_params is None else int(len(self.bootstrap_params)),
+             "seed": self.seed, "points": [{"flops": c, "loss": v} for c, v in zip(self.flops, self.values)]}
+        if predict_at is not None:
+            d["predictions"] = self.predictions(predict_at)
+        return d
+
+
+def _check(flops, values) -> tuple[np.ndarray, np.ndarray]:
+    C = np.asarray(flops, dtype=float).reshape(-1)
+    y = np.asarray(values, dtype=float).reshape(-1)
+    if C.shape != y.shape:
+        raise DelphiError(f"loss law: {C.size} compute values but {y.size} metric values")
+    for name, a in (("flops", C), ("metric", y)):
+        bad = np.flatnonzero(~np.isfinite(a) | (a <= 0))
+        if bad.size:
+            raise DelphiError(f"loss law: {name} must be positive and finite; point {int(bad[0])} has {a[bad[0]]!r}")
+    return C, y
+
+
+def fit_loss_law(flops, loss, *, bootstrap: int = 2000, seed: int = 0, confidence: float = 0.95,
+                 asymptote: bool = True) -> LossLaw:
+    """Fit L(C) = E + A·C^(-alpha) (or A·C^(-alpha) with asymptote=False) to (compute, metric) points.
+
+    bootstrap: resamples with replacement (each with >= 4 distinct points), refitted in one batch;
+    0 disables intervals. Leave-one-out refits are computed whenever there are enough points.
+    """
+    C, y = _check(flops, loss)
+    n_params = 3 if asymptote else 2
+    if len(C) < n_params:
+        raise DelphiError(f"loss law: need at least {n_params} points for {n_params} parameters, got {len(C)}")
+    if len(np.unique(C)) < 2:
+        raise DelphiError("loss law: all points have the same compute; need at least two budgets")
+    c0 = float(np.exp(np.mean(np.log(C))))
+    logc = np.log(C / c0)
+
+    E, A0, al, sse, at_bound = _fit_rows(logc, y, np.ones((1, len(y))), asymptote)
+    if not A0[0] > 0:
+        raise DelphiError("loss law: the metric does not decrease with compute (best A is 0); "
+                          "for a metric that rises with compute (e.g. log-probability) fit its negative")
+
+    def to_flops_units(E, A0, al):  # A·C^-alpha = A0·(C/C0)^-alpha
+        return np.stack([E, A0 * c0 ** al, al], axis=1)
+
+    boot = None
+    if bootstrap:
+        if len(np.unique(C)) < MIN_BOOTSTRAP_POINTS:
+            raise DelphiError(f"loss law: bootstrap needs at least {MIN_BOOTSTRAP_POINTS} distinct points, got "
+                              f"{len(np.unique(C))}; pass bootstrap=0 (--bootstrap 0) to fit without intervals")
+        W = bs.resample_weights(len(y), bootstrap, seed=seed, min_distinct=MIN_BOOTSTRAP_POINTS).astype(float)
+        boot = to_flops_units(*_fit_rows(logc, y, W, asymptote)[:3])
+    loo = None
+    if len(y) > n_params:
+        W = 1.0 - np.eye(len(y))
+        loo = to_flops_units(*_fit_rows(logc, y, W, asymptote)[:3])
+
+    e_max = float(y.min() * (1 - 1e-9))
+    E_top = bool(asymptote and E[0] >= e_max * (1 - 1e-12))
+    status = ("alpha at the edge of the search range [%g, %g]" % (ALPHA_MIN, ALPHA_MAX) if at_bound[0]
+              else "alpha bracketed to relative width %g" % ALPHA_XTOL)
+    return LossLaw(E=float(E[0]), A=float(A0[0] * c0 ** al[0]), alpha=float(al[0]), sse=float(sse[0]),
+                   rmse=float(math.sqrt(sse[0] / len(y))), n_points=len(y), asymptote=asymptote,
+                   converged=not bool(at_bound[0]), status=status, E_at_upper_bound=E_top,
+                   flops=tuple(map(float, C)), values=tuple(map(float, y)), confidence=confidence,
+                   bootstrap_params=boot, loo_params=loo, seed=seed)

@@ -1,0 +1,137 @@
+"""Figures for the fits (matplotlib, Agg backend: works without a display)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from delphi.errors import DelphiError
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path) -> Path:
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(p, dpi=120, bbox_inches="tight")
+    except (OSError, ValueError) as e:
+        raise DelphiError(f"plot: cannot write {p}: {e}") from None
+    finally:
+        _plt().close(fig)
+    return p
+
+
+def plot_isoflop(iso, path, law=None) -> Path:
+    """Left: each bucket's runs, Huber parabola and vertex. Right: D*(C), N*(C) and their laws."""
+    plt = _plt()
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5))
+    cmap = plt.get_cmap("viridis")
+    n = max(len(iso.buckets), 1)
+    for i, b in enumerate(iso.buckets):
+        col = cmap(i / max(n - 1, 1))
+        ax.scatter(b.tokens, b.loss, color=col, s=18, zorder=3)
+        if b.coeffs is not None and b.usable:
+            lo, hi = min(min(b.tokens), b.optimal_tokens), max(max(b.tokens), b.optimal_tokens)
+            d = np.geomspace(lo / 1.3, hi * 1.3, 100)
+            ax.plot(d, b.predict(d), color=col, lw=1.2, label=f"C = {b.flops:.2g}")
+            ax.scatter([b.optimal_tokens], [b.optimal_loss], marker="*", s=140, zorder=4,
+                       facecolor="none" if b.flags else col, edgecolor="k", linewidth=0.8)
+        else:
+            ax.plot([], [], color=col, lw=0, marker="o", label=f"C = {b.flops:.2g} (skipped)")
+    ax.set_xscale("log")
+    ax.set_xlabel("training tokens D (log scale)")
+    ax.set_ylabel(f"{iso.metric}")
+    ax.set_title("IsoFLOP parabolas in log10(D) (stars: vertices; hollow: outside the grid)")
+    ax.legend(fontsize=7, ncol=2)
+    used = iso.used
+    if used:
+        C = np.array([b.flops for b in used])
+        ax2.scatter(C, [b.optimal_tokens for b in used], color="C0", label="D* (tokens)", zorder=3)
+        ax2.scatter(C, [b.optimal_params for b in used], color="C1", label="N* (params)", zorder=3)
+        if iso.tokens_law is not None:
+            cc = np.geomspace(C.min() / 2, C.max() * 2, 50)
+            t, p = iso.tokens_law, iso.params_law
+            ax2.plot(cc, t.predict(cc), color="C0", label=f"D* = {t.A:.3g}·C^{t.alpha:.3f}")
+            ax2.plot(cc, p.predict(cc), color="C1", label=f"N* = {p.A:.3g}·C^{p.alpha:.3f}")
+    ax2.set_xscale("log")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("compute C (FLOPs, log scale)")
+    ax2.set_ylabel("compute-optimal tokens / parameters (log scale)")
+    ax2.set_title("allocation laws")
+    ax2.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_loss_law(law, path, targets=(), pure=None, metric: str = "loss") -> Path:
+    """Left: optima, the law with its bootstrap band, predictions at the targets. Right: residuals."""
+    plt = _plt()
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [2, 1]})
+    C = np.array(law.flops)
+    y = np.array(law.values)
+    hi_c = max([C.max(), *targets]) * 2
+    cc = np.geomspace(C.min() / 2, hi_c, 200)
+    if law.bootstrap_params is not None:
+        lo, hi = law.interval(cc)
+        ax.fill_between(cc, lo, hi, color="C0", alpha=0.2,
+                        label=f"{100 * law.confidence:g}% bootstrap band ({len(law.bootstrap_params)} resamples)")
+    form = f"{law.E:.3g} + {law.A:.3g}·C^-{law.alpha:.3f}" if law.asymptote else f"{law.A:.3g}·C^-{law.alpha:.3f}"
+    ax.plot(cc, law.predict(cc), color="C0", label=f"L*(C) = {form}")
+    if pure is not None:
+        ax.plot(cc, pure.predict(cc), color="C2", ls="--", label=f"pure power law {pure.A:.3g}·C^-{pure.alpha:.3f}")
+    ax.scatter(C, y, color="k", zorder=3, label="IsoFLOP optima")
+    if len(targets):
+        t = np.asarray(targets, dtype=float)
+        p = law.predict(t)
+        if law.bootstrap_params is not None:
+            lo, hi = law.interval(t)
+            ax.errorbar(t, p, yerr=[p - lo, hi - p], fmt="s", color="C3", capsize=4, label="predictions")
+        else:
+            ax.scatter(t, p, marker="s", color="C3", label="predictions")
+    ax.set_xscale("log")
+    ax.set_xlabel("compute C (FLOPs, log scale)")
+    ax.set_ylabel(f"compute-optimal {metric}")
+    ax.set_title("loss law through the IsoFLOP optima")
+    ax.legend(fontsize=8)
+    ax2.axhline(0, color="grey", lw=0.8)
+    ax2.scatter(C, y - law.predict(C), color="k")
+    ax2.set_xscale("log")
+    ax2.set_xlabel("compute C (FLOPs, log scale)")
+    ax2.set_ylabel(f"residual (observed - law), {metric}")
+    ax2.set_title("residuals")
+    return _save(fig, path)
+
+
+def plot_parametric(fit, N, D, L, path, metric: str = "loss") -> Path:
+    """Left: loss vs tokens per model size with the fitted L(N, D). Right: log residuals vs 6ND."""
+    plt = _plt()
+    N, D, L = (np.asarray(v, dtype=float) for v in (N, D, L))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5))
+    C = 6 * N * D
+    sc = ax.scatter(D, L, c=np.log10(N), cmap="viridis", s=14, zorder=3)
+    fig.colorbar(sc, ax=ax, label="log10 N (parameters)")
+    cmap = plt.get_cmap("viridis")
+    lnmin, lnmax = np.log10(N).min(), np.log10(N).max()
+    for q in np.linspace(lnmin, lnmax, 5):
+        dd = np.geomspace(D.min(), D.max(), 100)
+        ax.plot(dd, fit.predict(10 ** q, dd), color=cmap((q - lnmin) / max(lnmax - lnmin, 1e-12)), lw=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training tokens D (log scale)")
+    ax.set_ylabel(f"{metric} (log scale)")
+    ax.set_title(f"L = {fit.E:.3g} + {fit.A:.3g}/N^{fit.alpha:.3f} + {fit.B:.3g}/D^{fit.beta:.3f}")
+    ax2.axhline(0, color="grey", lw=0.8)
+    ax2.scatter(C, np.log(L) - np.log(fit.predict(N, D)), s=10, color="k")
+    ax2.set_xscale("log")
+    ax2.set_xlabel("compute 6·N·D (FLOPs, log scale)")
+    ax2.set_ylabel("log observed - log predicted")
+    ax2.set_title(f"residuals (Huber loss {fit.huber_loss:.4g})")
+    return _save(fig, path)

@@ -1,0 +1,209 @@
+"""Load a runs table: CSV, Parquet, JSON Lines, or a suite directory of `summary.json` files.
+
+Every source becomes one pandas DataFrame, one row per run, with (at least) the numeric columns
+the fits need — `flops`, `params`, `tokens`, and the metric (default `loss`, the macro validation
+loss) — plus `budget`, `status`, `name` when present, and `source` (where the row came from, used
+in error messages). Nested summaries are flattened: `eval.domains.<d>.loss` -> `loss/<d>`,
+`.bpb` -> `bpb/<d>`, other `eval.*` keys -> `eval/<key>`, `epochs.<d>` -> `epochs/<d>`,
+`tags.<k>` -> `tags/<k>`.
+
+Rows whose status is not "completed" (diverged, failed, ...) are dropped; the counts per status
+are in `df.attrs["excluded"]`. A needed column that is missing, a non-numeric or non-finite
+value, or a non-positive size raises `DelphiError` naming the row and the column.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from delphi.errors import DelphiError
+
+SIZE_COLUMNS = ("flops", "params", "tokens")
+KEPT_STATUSES = ("completed", "")
+
+
+def flatten_summary(d: dict) -> dict:
+    """One run's summary.json (or any nested record) -> a flat row."""
+    row: dict = {}
+    for k, v in d.items():
+        if k == "eval" and isinstance(v, dict):
+            for ek, ev in v.items():
+                if ek == "domains" and isinstance(ev, dict):
+                    for dom, dv in ev.items():
+                        if isinstance(dv, dict):
+                            for mk in ("loss", "bpb"):
+                                if mk in dv:
+                                    row[f"{mk}/{dom}"] = dv[mk]
+                elif not isinstance(ev, (dict, list)):
+                    row[f"eval/{ek}"] = ev
+        elif isinstance(v, dict):
+            for sk, sv in _flat_items(v, k):
+                row[sk] = sv
+        elif isinstance(v, list):
+            row[k] = json.dumps(v)
+        else:
+            row[k] = v
+    return row
+
+
+def _flat_items(d: dict, prefix: str):
+    for k, v in d.items():
+        key = f"{prefix}/{k}"
+        if isinstance(v, dict):
+            yield from _flat_items(v, key)
+        else:
+            yield key, v
+
+
+def _read_json_file(p: Path, what: str):
+    try:
+        return json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise DelphiError(f"{what}: cannot read {p}: {e}") from None
+    except json.JSONDecodeError as e:
+        raise DelphiError(f"{what}: {p} is not valid JSON ({e})") from None
+
+
+def read_table(path) -> "pandas.DataFrame":  # noqa: F821
+    """Read any supported source into a DataFrame with a `source` column (no validation)."""
+    import pandas as pd
+
+    p = Path(path)
+    if not p.exists():
+        raise DelphiError(f"runs table: {p} does not exist")
+    if p.is_dir():
+        files = sorted(p.rglob("summary.json"))
+        if not files:
+            raise DelphiError(f"runs table: no summary.json under {p} (is it a suite directory?)")
+        rows = []
+        for f in files:
+            d = _read_json_file(f, "runs table")
+            if not isinstance(d, dict):
+                raise DelphiError(f"runs table: {f} must hold a JSON object, not {type(d).__name__}")
+            row = flatten_summary(d)
+            row["source"] = str(f.relative_to(p))
+            rows.append(row)
+        return pd.DataFrame(rows)
+    suffix = "".join(p.suffixes[-2:]).lower() if p.suffix.lower() in (".gz", ".zst") else p.suffix.lower()
+    try:
+        if suffix in (".csv", ".csv.gz", ".tsv"):
+            df = pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",")
+            df["source"] = [f"{p.name} row {i + 1} (line {i + 2})" for i in range(len(df))]
+            return df
+        if suffix in (".parquet", ".pq"):
+            df = pd.read_parquet(p)
+            df["source"] = [f"{p.name} row {i + 1}" for i in range(len(df))]
+            return df
+    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as e:
+        raise DelphiError(f"runs table: cannot read {p}: {str(e).splitlines()[0]}") from None
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        rows = []
+        text = p.read_text()
+        if suffix == ".json" and text.lstrip().startswith("["):
+            records = _read_json_file(p, "runs table")
+            numbered = [(i + 1, r, f"{p.name} item {i + 1}") for i, r in enumerate(records)]
+        else:
+            numbered = []
+            for i, line in enumerate(text.splitlines()):
+                if not line.strip():
+                    continue
+                try:
+                    numbered.append((i + 1, json.loads(line), f"{p.name} line {i + 1}"))
+                except json.JSONDecodeError as e:
+                    raise DelphiError(f"runs table: {p.name} line {i + 1} is not valid JSON ({e})") from None
+        for _, rec, src in numbered:
+            if not isinstance(rec, dict):
+                raise DelphiError(f"runs table: {src} must be a JSON object, not {type(rec).__name__}")
+            row = flatten_summary(rec)
+            row["source"] = src
+            rows.append(row)
+        if not rows:
+            raise DelphiError(f"runs table: {p} has no rows")
+        return pd.DataFrame(rows)
+    raise DelphiError(f"runs table: unsupported file type {p.suffix!r} for {p}; "
+                      "use .csv, .parquet, .jsonl, or a suite directory of summary.json files")
+
+
+def load_runs_table(path, metric: str = "loss", require: tuple[str, ...] = SIZE_COLUMNS) -> "pandas.DataFrame":  # noqa: F821
+    """Load, drop non-completed runs, and validate the columns in `require` plus `metric`.
+
+    `flops` falls back to the declared `budget` where the measured FLOPs are absent.
+    """
+    df = read_table(path)
+    return validate_table(df, metric=metric, require=require, where=str(path))
+
+
+def validate_table(df, *, metric: str = "loss", require: tuple[str, ...] = SIZE_COLUMNS, where: str = "runs table"):
+    import numpy as np
+    import pandas as pd
+
+    df = df.copy()
+    if "source" not in df.columns:
+        df["source"] = [f"row {i + 1}" for i in range(len(df))]
+    excluded: dict[str, int] = {}
+    if "status" in df.columns:
+        status = df["status"].fillna("").astype(str).str.strip().str.lower()
+        drop = ~status.isin(KEPT_STATUSES)
+        for s, n in status[drop].value_counts().items():
+            excluded[s] = int(n)
+        df = df[~drop].reset_index(drop=True)
+    if len(df) == 0:
+        raise DelphiError(f"{where}: no completed runs" + (f" (excluded: {_fmt_excluded(excluded)})" if excluded else ""))
+
+    if "flops" in require:
+        if "flops" not in df.columns and "budget" in df.columns:
+            df["flops"] = df["budget"]
+        elif "flops" in df.columns and "budget" in df.columns:
+            f = pd.to_numeric(df["flops"], errors="coerce")
+            df["flops"] = f.where(f.notna(), df["budget"])
+    needed = list(dict.fromkeys([*require, metric]))
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        hint = ""
+        if metric in missing:
+            cands = [c for c in df.columns if c in ("loss", "bpb") or c.startswith(("loss/", "bpb/", "eval/"))]
+            hint = f"; metric columns present: {', '.join(cands[:12])}" if cands else ""
+        raise DelphiError(f"{where}: missing column(s) {', '.join(repr(c) for c in missing)}"
+                          + (" (flops may be given as 'budget')" if "flops" in missing else "") + hint)
+    for col in needed:
+        raw = df[col]
+        num = pd.to_numeric(raw, errors="coerce")
+        bad = ~np.isfinite(num.to_numpy(dtype=float))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            v = raw.iloc[i]
+            kind = "missing" if v is None or (isinstance(v, float) and math.isnan(v)) else \
+                   "not a finite number" if isinstance(v, (int, float, np.number)) else "not a number"
+            raise DelphiError(f"{where}: {df['source'].iloc[i]}{_name(df, i)}: column {col!r} is {kind} ({v!r})")
+        df[col] = num.astype(float)
+        if col in SIZE_COLUMNS or col == "budget":
+            nonpos = np.flatnonzero(df[col].to_numpy() <= 0)
+            if nonpos.size:
+                i = int(nonpos[0])
+                raise DelphiError(f"{where}: {df['source'].iloc[i]}{_name(df, i)}: column {col!r} must be positive, "
+                                  f"got {df[col].iloc[i]!r}")
+    if "budget" in df.columns:
+        df["budget"] = pd.to_numeric(df["budget"], errors="coerce")
+    df.attrs["excluded"] = excluded
+    df.attrs["metric"] = metric
+    df.attrs["source"] = where
+    return df
+
+
+def _name(df, i: int) -> str:
+    if "name" in df.columns and isinstance(df["name"].iloc[i], str) and df["name"].iloc[i]:
+        return f" (run {df['name'].iloc[i]})"
+    return ""
+
+
+def _fmt_excluded(excluded: dict[str, int]) -> str:
+    return ", ".join(f"{n} {s}" for s, n in sorted(excluded.items()))
+
+
+def excluded_note(df) -> str:
+    """'excluded 2 runs: 1 diverged, 1 failed' or '' (for the CLI)."""
+    ex = df.attrs.get("excluded") or {}
+    total = sum(ex.values())
+    return f"excluded {total} run{'s' if total != 1 else ''}: {_fmt_excluded(ex)}" if total else ""
