@@ -140,3 +140,17 @@ def test_cli_downstream(tmp_path, capsys):
                    "--pool", str(tmp_path / "bad.csv"), "--target-flops", "1e21", "--bootstrap", "100",
                    "--out", str(out)])
     assert rc == 2 and "hard" in capsys.readouterr().err
+
+
+def test_pool_from_eval_results():
+    from delphi.downstream import pool_from_results
+    from delphi.eval import TaskResult
+
+    results = [TaskResult(model=f"m{i}", task="mmlu_sl_verb_5shot", dataset="mmlu", kind="choice", num_fewshot=5,
+                          n=570, metrics={"acc": 0.3 + 0.1 * i, "choice_logprob": -1.2 + 0.2 * i})
+               for i in range(4)]
+    pool = pool_from_results(results, "mmlu_sl_verb_5shot/choice_logprob")
+    assert list(pool.columns) == ["model", "soft", "hard"] and len(pool) == 4
+    assert pool.set_index("model").loc["m2", "hard"] == pytest.approx(0.5)
+    with pytest.raises(DelphiError, match="gsm8k_5shot/bpb"):
+        pool_from_results(results, "gsm8k_5shot/bpb")

@@ -27,7 +27,9 @@ def _requests():
 
 
 def test_loglikelihood_matches_lm_eval_hflm(tiny_dir):
-    lm_eval = pytest.importorskip("lm_eval")
+    pytest.importorskip("lm_eval")
+    # lm-eval's HF backend imports accelerate at module level (the `lm-eval[hf]` extra).
+    pytest.importorskip("accelerate", reason="lm-eval's HFLM needs accelerate: install lm-eval[hf]")
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 

@@ -14,7 +14,11 @@ def register(subparsers) -> None:
                                 "results found under it are merged)")
     p.add_argument("--soft", required=True,
                    help="soft-metric column, e.g. mmlu_sl_verb_5shot/choice_logprob or gsm8k_5shot/bpb")
-    p.add_argument("--pool", required=True, help="pool CSV with columns model, soft, hard")
+    p.add_argument("--pool", required=True,
+                   help="pool CSV with columns model, soft, hard, or a directory of `delphi eval` results of the "
+                        "pool models")
+    p.add_argument("--hard", default=None,
+                   help="with a results-directory pool: the accuracy column (default: <task>/acc of --soft)")
     p.add_argument("--target-flops", required=True, help="comma-separated target compute(s), e.g. 1e21,1e22")
     p.add_argument("--eval", dest="eval_dir", default=None, help="directory of `delphi eval` results to merge")
     p.add_argument("--floor", type=float, default=None, help="chance accuracy: lower bound of the sigmoid (b)")
@@ -71,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         if results:
             runs = merge_into_runs_table(runs, results)
     fc = forecast_downstream(runs, args.pool, soft=args.soft, target_flops=targets, floor=args.floor,
-                             fix_floor=args.fix_floor, bootstrap=args.bootstrap, seed=args.seed)
+                             fix_floor=args.fix_floor, hard=args.hard, bootstrap=args.bootstrap, seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "downstream.json").write_text(json.dumps(fc.to_dict(), indent=2, default=float))

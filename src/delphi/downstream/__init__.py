@@ -8,8 +8,8 @@ a sigmoid from soft metric to accuracy fitted on a pool of external models (step
 """
 
 from delphi.downstream.forecast import (DownstreamForecast, SoftLaw, compose, fit_soft_law, forecast_downstream,
-                                        load_pool, select_optima)
+                                        load_pool, pool_from_results, select_optima)
 from delphi.downstream.sigmoid import SigmoidFit, fit_sigmoid, sigmoid
 
-__all__ = ["forecast_downstream", "DownstreamForecast", "fit_soft_law", "SoftLaw", "compose", "load_pool",
+__all__ = ["forecast_downstream", "DownstreamForecast", "fit_soft_law", "SoftLaw", "compose", "load_pool", "pool_from_results",
            "select_optima", "fit_sigmoid", "SigmoidFit", "sigmoid"]

@@ -122,10 +122,15 @@ def select_optima(runs, soft: str, *, flops_col: str = "flops", budget_col: str 
 
 
 # ---- pool --------------------------------------------------------------------------------------------
-def load_pool(path_or_frame):
-    """Pool table with columns model, soft, hard (CSV path or DataFrame)."""
+def load_pool(path_or_frame, soft: str | None = None, hard: str | None = None):
+    """Pool table with columns model, soft, hard: a CSV path, a DataFrame, or a directory of
+    `delphi eval` results of the pool models (then `soft`, and optionally `hard`, name columns)."""
     import pandas as pd
 
+    if isinstance(path_or_frame, (str, Path)) and Path(path_or_frame).is_dir():
+        if soft is None:
+            raise DelphiError("a pool given as a directory of eval results needs the soft-metric column name")
+        path_or_frame = pool_from_results(path_or_frame, soft, hard)
     if isinstance(path_or_frame, (str, Path)):
         p = Path(path_or_frame)
         if not p.exists():
@@ -140,6 +145,22 @@ def load_pool(path_or_frame):
     if len(df) < 4:
         raise DelphiError(f"pool table has {len(df)} complete rows; the sigmoid needs at least 4")
     return df.reset_index(drop=True)
+
+
+def pool_from_results(results, soft: str, hard: str | None = None):
+    """Pool table (model, soft, hard) from `delphi eval` results of external models (a list of
+    TaskResult or a directory of result JSON). `soft`/`hard` are `<task>/<metric>` columns; the
+    hard metric defaults to the soft metric's task `acc`."""
+    from delphi.eval import load_results, wide_results
+
+    if isinstance(results, (str, Path)):
+        results = load_results(results)
+    hard = hard or soft.rsplit("/", 1)[0] + "/acc"
+    wide = wide_results(results)
+    for col in (soft, hard):
+        if col not in wide.columns:
+            raise DelphiError(f"pool results have no {col!r}; evaluate the pool models on that task first")
+    return wide.rename(columns={"name": "model", soft: "soft", hard: "hard"})[["model", "soft", "hard"]].dropna()
 
 
 # ---- composition -------------------------------------------------------------------------------------
@@ -216,21 +237,22 @@ def compose(step1: SoftLaw, step2: SigmoidFit, target_flops: Sequence[float], *,
 
 
 def forecast_downstream(runs, pool, *, soft: str, target_flops: float | Sequence[float], floor: float | None = None,
-                        fix_floor: bool = False, bootstrap: int = 2000, seed: int = 0, confidence: float = 0.95,
-                        higher: bool | None = None, flops_col: str = "flops", budget_col: str = "budget",
+                        fix_floor: bool = False, hard: str | None = None, bootstrap: int = 2000, seed: int = 0,
+                        confidence: float = 0.95, higher: bool | None = None, flops_col: str = "flops", budget_col: str = "budget",
                         loss_col: str = "loss") -> DownstreamForecast:
     """Runs table with a soft-metric column + pool table → the two-step forecast.
 
     `soft`: the runs-table column (e.g. "mmlu_sl_verb_5shot/choice_logprob"); the pool's `soft`
-    column must hold the same metric for the external models. `floor`: chance accuracy as the
-    sigmoid's lower bound (pinned with `fix_floor`)."""
+    column must hold the same metric for the external models; `pool` may also be a directory of
+    `delphi eval` results for the pool models (`hard`: their accuracy column, default
+    `<task>/acc`). `floor`: chance accuracy as the sigmoid's lower bound (pinned with `fix_floor`)."""
     if isinstance(target_flops, (int, float)):
         target_flops = [float(target_flops)]
     if not target_flops or any(not (c > 0 and math.isfinite(c)) for c in target_flops):
         raise DelphiError("target compute must be positive FLOPs, e.g. 1e21")
     C, y, names = select_optima(runs, soft, flops_col=flops_col, budget_col=budget_col, loss_col=loss_col)
     step1 = fit_soft_law(C, y, column=soft, names=names, higher=higher, bootstrap=bootstrap, seed=seed)
-    pool_df = load_pool(pool)
+    pool_df = load_pool(pool, soft=soft, hard=hard)
     step2 = fit_sigmoid(pool_df["soft"], pool_df["hard"], groups=pool_df["model"], floor=floor, fix_floor=fix_floor,
                         bootstrap=min(bootstrap, 1000), seed=seed)
     return compose(step1, step2, target_flops, pool=pool_df, confidence=confidence, seed=seed)
