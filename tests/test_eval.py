@@ -203,5 +203,7 @@ def test_cli_eval_on_run_directory(tiny_dir, tmp_path, capsys):
     saved = json.loads((run / "eval" / "copa_0shot.json").read_text())
     assert saved["model"] == "d64-run" and saved["n"] == 5
     assert cli_main(["eval", str(tmp_path / "missing")]) == 2
+    assert cli_main(["eval"]) == 2
+    assert cli_main(["eval", "--list"]) == 0 and "mmlu_sl_verb" in capsys.readouterr().out
     assert cli_main(["eval", str(run), "--tasks", "copa", "--limit", "0"]) == 2
     assert "error" in capsys.readouterr().err

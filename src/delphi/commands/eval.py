@@ -10,7 +10,7 @@ def register(subparsers) -> None:
         "eval", help="score runs / Hugging Face models on MMLU, GSM8K, ARC, HellaSwag, …",
         description="Score each MODEL (a run directory with hf/, or a local Hugging Face causal-LM "
                     "directory) on the tasks; write one JSON per model and task and print a table.")
-    p.add_argument("models", nargs="+", metavar="MODEL", help="run directory or Hugging Face model directory")
+    p.add_argument("models", nargs="*", metavar="MODEL", help="run directory or Hugging Face model directory")
     p.add_argument("--tasks", default="core",
                    help="comma-separated task[:shots] names or presets (core, delphi, all); default: core")
     p.add_argument("--out", default=None,
@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         for name, items in PRESETS.items():
             print(f"preset {name}: {', '.join(items)}")
         return 0
+    if not args.models:
+        raise DelphiError("give at least one MODEL (a run directory or a Hugging Face model directory)")
     if args.limit is not None and args.limit <= 0:
         raise DelphiError("--limit must be a positive number of documents")
     if args.batch_size <= 0:
