@@ -27,7 +27,7 @@ TOY = dataclasses.replace(
     min_batch=4, ref_batch=16, ref_tokens=2e7, depth_base=16, depth_log_coef=1, depth_offset=2,
     name_suffix="toy")
 LAW = {"E": 2.3, "A": 150.0, "a": 0.30, "B": 80.0, "b": 0.30}
-GRID_BUDGETS = (1e13, 2e13, 5e13, 1e14)  # 4 optima: the bootstrap needs at least 4 points
+GRID_BUDGETS = (1e13, 2e13, 3e13, 5e13, 1e14)  # 5 optima: bootstrap resamples need 4 distinct points
 HELDOUT_BUDGET = 1e15
 DOMAINS = ("prose", "code", "math")
 
@@ -93,25 +93,25 @@ def _write_run(root: Path, spec, loss: float | None, status: str, reason: str | 
 
 
 def make_suite(root: Path, *, heldout: bool = True, check: bool = True, failed: bool = True,
-               fit: bool = True, seed: int = 0) -> dict:
+               fit: bool = True, seed: int = 0, budgets: tuple[float, ...] = GRID_BUDGETS) -> dict:
     """Write a suite directory under `root`; returns the facts the tests compare against."""
     import pandas as pd
 
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     (root / "suite.toml").write_text(
-        'name = "toy"\nrecipe = "toy"\nfit_budgets = [1e13, 2e13, 5e13, 1e14]\nheldout_budgets = [1e15]\n'
+        'name = "toy"\nrecipe = "toy"\nfit_budgets = [1e13, 2e13, 3e13, 5e13, 1e14]\nheldout_budgets = [1e15]\n'
         'seeds = [0]\n\n[data]\nmixture = "embedded"\ntokenizer = "embedded-bpe"\n\n[executor]\nkind = "local"\n')
     data = DataSpec()
     rows = []
-    for b in GRID_BUDGETS:
+    for b in budgets:
         for c in _pick(TOY.candidates(b)):
             spec = c.to_run_spec(data=data, tags={"role": "grid"})
             loss = true_loss(c.params, c.tokens) * (1 + 0.002 * rng.standard_normal())
             rows.append(_write_run(root, spec, loss, "completed", None, rng, "grid"))
     failed_name = None
     if failed:
-        c = TOY.candidates(GRID_BUDGETS[1])[-1]
+        c = TOY.candidates(budgets[1])[-1]
         spec = c.to_run_spec(data=data, tags={"role": "grid"}, name=c.name + "-lr-high")
         rows.append(_write_run(root, spec, None, "diverged", "non-finite train loss (nan) at step 412", rng, "grid"))
         failed_name = spec.name
@@ -129,8 +129,8 @@ def make_suite(root: Path, *, heldout: bool = True, check: bool = True, failed: 
     ok.to_csv(root / "fit-input.csv", index=False)
     sha = hashlib.sha256((root / "fit-input.csv").read_bytes()).hexdigest()
     iso = fit_isoflop(load_runs_table(root / "fit-input.csv"), metric="loss")
-    flops, optimal_loss = iso.optima()
-    law = fit_loss_law(flops, optimal_loss, bootstrap=200, seed=0)
+    optima = iso.optima()
+    law = fit_loss_law(optima["flops"], optima["loss"], bootstrap=200, seed=0)
     (root / "fit.json").write_text(json.dumps({"metric": "loss", "isoflop": iso.to_dict(), "loss_law": law.to_dict(),
                                                "runs_table_sha256": sha,
                                                "settings": {"metric": "loss", "bootstrap": 200, "seed": 0}}))
@@ -158,7 +158,7 @@ def make_suite(root: Path, *, heldout: bool = True, check: bool = True, failed: 
     facts.update(heldout=spec.name, forecast=forecast, ci=(lo, hi), loo=loo, actual=actual, spec=spec)
     if check:
         res = (actual - forecast) / forecast * 100
-        largest = max(GRID_BUDGETS)
+        largest = max(budgets)
         (root / "check.json").write_text(json.dumps({"results": [{
             "run": spec.name, "seed": 0, "budget": HELDOUT_BUDGET, "flops": spec.flops,
             "extrapolation": spec.flops / largest, "forecast": forecast, "ci_low": lo, "ci_high": hi,
@@ -330,7 +330,7 @@ def test_partial_suite_without_heldout_or_check(tmp_path):
 def test_suite_before_any_fit(tmp_path):
     """Only runs.csv and run directories: a report with the curves it can draw and clear notes."""
     root = tmp_path / "suite"
-    make_suite(root, fit=False, failed=False)
+    make_suite(root, fit=False, failed=False, budgets=GRID_BUDGETS[:3])
     # A run killed mid-write leaves a torn last metrics line: skipped and reported, not fatal.
     first = sorted((root / "runs").iterdir())[0]
     with open(first / "metrics.jsonl", "a") as f:
@@ -369,7 +369,7 @@ def test_cli_writes_to_out_dir(tmp_path, capsys):
     from delphi.cli import main
 
     root = tmp_path / "suite"
-    make_suite(root, fit=False, failed=False)
+    make_suite(root, fit=False, failed=False, budgets=GRID_BUDGETS[:3])
     out = tmp_path / "elsewhere"
     assert main(["report", str(root), "--out", str(out)]) == 0
     assert (out / "report.html").is_file() and (out / "report.md").is_file() and (out / "figures").is_dir()
@@ -377,3 +377,38 @@ def test_cli_writes_to_out_dir(tmp_path, capsys):
     # Cards always sit beside the weights they describe.
     assert all((d / "hf" / "README.md").is_file() for d in (root / "runs").iterdir())
     assert "report.html" in capsys.readouterr().out
+
+
+def test_downstream_section(tmp_path):
+    """With evals enabled the suite has downstream.json (+ the runner's downstream.png): both shown."""
+    _needs_fit()
+    pytest.importorskip("delphi.downstream", reason="delphi.downstream (the eval area) is not available")
+    import pandas as pd
+
+    from delphi.downstream import compose, fit_sigmoid, fit_soft_law, select_optima
+
+    root = tmp_path / "suite"
+    make_suite(root, heldout=False, failed=False)
+    runs = pd.read_csv(root / "runs.csv")
+    col = "mmlu_sl_verb_5shot/bpb"
+    runs[col] = 0.4 + 2.0 * (runs["flops"] / 1e12) ** -0.15
+    rng = np.random.default_rng(1)
+    soft = np.linspace(0.5, 1.6, 12)
+    pool = pd.DataFrame({"model": [f"m{i}" for i in range(12)], "soft": soft,
+                         "hard": 0.25 + 0.45 / (1 + np.exp(6 * (soft - 1.0))) + 0.01 * rng.standard_normal(12)})
+    # The steps of forecast_downstream with small bootstraps (the full one takes seconds).
+    C, y, names = select_optima(runs, col)
+    step1 = fit_soft_law(C, y, column=col, names=names, bootstrap=200)
+    step2 = fit_sigmoid(pool["soft"], pool["hard"], groups=pool["model"], floor=0.25, bootstrap=20)
+    fc = compose(step1, step2, [1e15, 1e16], pool=pool, draws=2000)
+    (root / "downstream.json").write_text(json.dumps(fc.to_dict()))
+    fc.plot(root / "downstream.png")
+    paths = build_report(root)
+    assert paths["figure:downstream"].read_bytes().startswith(PNG_MAGIC)
+    html = paths["html"].read_text()
+    assert html.count('src="data:image/png;base64,') == len(FIGURES) + 1
+    md = paths["markdown"].read_text()
+    assert "## Downstream forecast" in md and "](figures/downstream.png)" in md
+    for c, a in zip(fc.target_flops, fc.acc_pred):
+        assert f"| {fmt.pretty_flops(c)} | {fc.soft_pred[list(fc.target_flops).index(c)]:.4g} |" in md
+        assert f"| {100 * a:.1f}% |" in md

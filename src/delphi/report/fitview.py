@@ -225,18 +225,17 @@ def _try_band(view: FitView, ll_dict: dict | None) -> None:
         view.notes.append(f"the loss law's bootstrap band could not be recomputed ({e})")
         return
 
+    view.loss_law.band = _band_of(law)
+
+
+def _band_of(law) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
     def band(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         C = np.asarray(C, dtype=float)
-        try:
-            lo, hi = law.interval(C)
-            lo, hi = np.broadcast_to(np.asarray(lo, dtype=float), C.shape), np.broadcast_to(
-                np.asarray(hi, dtype=float), C.shape)
-        except Exception:  # noqa: BLE001 — scalar-only API: evaluate point by point
-            pairs = [law.interval(float(c)) for c in C]
-            lo, hi = np.array([p[0] for p in pairs], float), np.array([p[1] for p in pairs], float)
-        return lo, hi
+        lo, hi = law.interval(C)
+        return (np.broadcast_to(np.asarray(lo, dtype=float), C.shape),
+                np.broadcast_to(np.asarray(hi, dtype=float), C.shape))
 
-    view.loss_law.band = band
+    return band
 
 
 def build_fit_view(fit: dict | None, table: Any, *, ok_table: Any = None) -> FitView:
@@ -264,12 +263,15 @@ def build_fit_view(fit: dict | None, table: Any, *, ok_table: Any = None) -> Fit
 
             law = fit_loss_law(np.array([b.flops for b in view.fitted]),
                                np.array([b.optimal_loss for b in view.fitted]),
-                               bootstrap=2000 if len(view.fitted) >= 4 else 0)
-            view.loss_law = _loss_law(law.to_dict() if hasattr(law, "to_dict") else law)
-            ll = law.to_dict() if hasattr(law, "to_dict") else None
-            view.notes.append("the loss law was fitted for this report (fit.json has none)")
+                               bootstrap=1000 if len(view.fitted) >= 4 else 0)
+            view.loss_law = _loss_law(law.to_dict())
+            if getattr(law, "bootstrap_params", None) is not None:
+                view.loss_law.band = _band_of(law)
+            view.notes.append("the loss law was fitted for this report (fit.json has none); it is not a "
+                              "registered forecast")
         except Exception as e:  # noqa: BLE001
             view.notes.append(f"no loss law: fit.json has none and it could not be fitted here ({e})")
+        return view
     _try_band(view, ll)
     return view
 

@@ -265,7 +265,7 @@ def loss_law_figure(suite: Suite, view: FitView, colors: dict) -> Any:
             if law.band is not None:
                 try:
                     lo, hi = law.band(cs)
-                    ax.fill_between(cs, lo, hi, color="#1f77b4", alpha=0.16, lw=0, zorder=0,
+                    ax.fill_between(cs, lo, hi, color="#1f77b4", alpha=0.22, lw=0, zorder=0,
                                     label=f"bootstrap {law.band_level} band")
                 except Exception:  # noqa: BLE001 — a band that fails to evaluate is left out, not fatal
                     pass

@@ -234,39 +234,61 @@ def _cards(suite: Suite) -> tuple[list, dict[str, Path]]:
     return blocks, written
 
 
-def _downstream(suite: Suite, figdir: Path, rel: str) -> list:
+def _downstream(suite: Suite, figdir: Path, rel: str) -> tuple[list, Path | None]:
+    """The two-step downstream forecast (downstream.json = `DownstreamForecast.to_dict()`).
+
+    The figure is drawn by `delphi.downstream`'s own plot function when the forecast can be rebuilt
+    from the JSON (`DownstreamForecast.from_dict`); a `downstream.png` the runner saved beside the
+    JSON is used as it is. The numbers table needs only the JSON."""
     d = suite.downstream
     if d is None:
-        return []
+        return [], None
     blocks: list = [Heading("Downstream forecast", 2, "downstream")]
-    fig = None
+    if not isinstance(d, dict):
+        return blocks + [Note("downstream.json is not a JSON object; nothing to show", "warn")], None
+    target = figdir / "downstream.png"
+    png_path = None
+    saved = suite.path / "downstream.png"
     try:
-        import delphi.downstream as ds
+        from delphi.downstream import DownstreamForecast
+        from delphi.downstream.plot import plot_forecast
 
-        fn = None
-        for name in ("plot_downstream", "plot_forecast", "plot_two_step", "plot"):
-            fn = getattr(ds, name, None)
-            if callable(fn):
-                break
-        if fn is None:
-            blocks.append(Note("delphi.downstream has no plot function; only the numbers are shown", "warn"))
-        else:
-            fig = fn(d)
+        from_dict = getattr(DownstreamForecast, "from_dict", None)
+        if from_dict is not None:
+            png_path = Path(plot_forecast(from_dict(d), target))
     except ImportError:
-        blocks.append(Note("delphi.downstream is not available; only the numbers are shown", "warn"))
-    except Exception as e:  # noqa: BLE001 — the downstream figure is optional; its failure is reported
+        pass
+    except Exception as e:  # noqa: BLE001 — the figure is optional; its failure is reported, not fatal
         blocks.append(Note(f"the downstream figure could not be drawn ({e})", "warn"))
-    if fig is not None and hasattr(fig, "savefig"):
-        from delphi.report.plots import save_png
-
-        png = save_png(fig, figdir / "downstream.png")
-        blocks.append(Figure("downstream", "Downstream forecast", png, f"{rel}/downstream.png",
-                             "Soft metric vs compute (step 1) and accuracy vs soft metric (step 2), with the forecast."))
-    flat = [(k, v) for k, v in d.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
-    if flat:
-        blocks.append(Table(["quantity", "value"], [[k, fmt.general(v, 5) if fmt.num(v) is not None else str(v)]
-                                                   for k, v in flat]))
-    return blocks
+    if png_path is None and saved.is_file():
+        target.write_bytes(saved.read_bytes())
+        png_path = target
+    if png_path is not None and png_path.is_file():
+        blocks.append(Figure("downstream", "Downstream forecast", png_path.read_bytes(), f"{rel}/{png_path.name}",
+                             "Left: the soft metric against compute over the suite's optima (step 1). Right: accuracy "
+                             "against the soft metric over the external model pool with the fitted sigmoid (step 2). "
+                             "Stars: the forecasts with their intervals."))
+    else:
+        blocks.append(Note("no downstream figure: delphi.downstream cannot rebuild the forecast from downstream.json "
+                           "and no downstream.png was saved beside it; the numbers follow", "warn"))
+    soft = d.get("soft", "soft metric")
+    conf = fmt.num(d.get("confidence"))
+    rows = []
+    for f in d.get("forecasts") or []:
+        if not isinstance(f, dict):
+            continue
+        si, ai = f.get("soft_interval") or [None, None], f.get("acc_interval") or [None, None]
+        acc = fmt.num(f.get("acc"))
+        rows.append([fmt.pretty_flops(f.get("flops")), fmt.general(f.get("soft"), 4),
+                     f"[{fmt.general(si[0], 4)}, {fmt.general(si[1], 4)}]",
+                     "–" if acc is None else f"{100 * acc:.1f}%",
+                     "[" + ", ".join("–" if fmt.num(v) is None else f"{100 * float(v):.1f}%" for v in ai[:2]) + "]"])
+    if rows:
+        level = f"{conf:.0%}" if conf else "95%"
+        blocks.append(Table(["C (FLOPs)", f"{soft}", f"{level} interval", "accuracy", f"{level} interval"], rows,
+                            numeric=[True, True, True, True, True],
+                            caption=f"Two-step forecast of `{soft}` and accuracy at each target compute."))
+    return blocks, png_path
 
 
 def _ledger_blocks(suite: Suite) -> list:
@@ -389,9 +411,10 @@ def build_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> di
         written[f"card:{name}"] = p
 
     # downstream (optional)
-    blocks += _downstream(suite, figdir, rel)
-    if (figdir / "downstream.png").exists() and suite.downstream is not None:
-        written["figure:downstream"] = figdir / "downstream.png"
+    ds_blocks, ds_png = _downstream(suite, figdir, rel)
+    blocks += ds_blocks
+    if ds_png is not None:
+        written["figure:downstream"] = ds_png
 
     # suite spec + ledger
     blocks.append(Heading("Suite specification", 2, "suite"))
