@@ -174,7 +174,8 @@ def _load_optima(args):
     if {"tokens", "params"} <= set(raw.columns):  # a runs table: reduce to optima first
         table = validate_table(raw, metric=args.metric, where=str(p))
         iso = fit_isoflop(table, args.metric, exclude_flagged=args.exclude_flagged)
-        C, L = iso.optima()
+        opt = iso.optima()
+        C, L = opt["flops"], opt["loss"]
         if len(C) == 0:
             raise DelphiError(f"{p}: no bucket produced an optimum (see 'delphi fit isoflop {p}')")
         return C, L, iso, table

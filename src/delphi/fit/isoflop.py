@@ -240,10 +240,11 @@ class IsoFlopFit:
     def used(self) -> tuple[BucketFit, ...]:
         return tuple(b for b in self.buckets if b.usable and not (self.excluded_flagged and b.flags))
 
-    def optima(self) -> tuple[np.ndarray, np.ndarray]:
-        """(compute, optimal loss) of the buckets used for the laws: the loss law's input."""
+    def optima(self) -> dict[str, np.ndarray]:
+        """{"flops", "loss", "tokens", "params"} arrays of the buckets used for the laws (the loss law's input)."""
         u = self.used
-        return np.array([b.flops for b in u]), np.array([b.optimal_loss for b in u])
+        return {"flops": np.array([b.flops for b in u]), "loss": np.array([b.optimal_loss for b in u]),
+                "tokens": np.array([b.optimal_tokens for b in u]), "params": np.array([b.optimal_params for b in u])}
 
     def predict(self, C) -> tuple[np.ndarray, np.ndarray]:
         """Compute-optimal (N*, D*) at C from the allocation laws."""

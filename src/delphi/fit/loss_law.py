@@ -183,11 +183,13 @@ def fit_loss_law(flops, loss, *, bootstrap: int = 2000, seed: int = 0, confidenc
         raise DelphiError("loss law: all points have the same compute; need at least two budgets")
     c0 = float(np.exp(np.mean(np.log(C))))
     logc = np.log(C / c0)
+    if np.polyfit(logc, y, 1)[0] >= 0:
+        raise DelphiError("loss law: the metric does not decrease with compute (its trend against log C is flat "
+                          "or rising); for a metric that rises with compute (e.g. log-probability) fit its negative")
 
     E, A0, al, sse, at_bound = _fit_rows(logc, y, np.ones((1, len(y))), asymptote)
     if not A0[0] > 0:
-        raise DelphiError("loss law: the metric does not decrease with compute (best A is 0); "
-                          "for a metric that rises with compute (e.g. log-probability) fit its negative")
+        raise DelphiError("loss law: the best fit is flat (A = 0): the metric does not decrease with compute")
 
     def to_flops_units(E, A0, al):  # A·C^-alpha = A0·(C/C0)^-alpha
         return np.stack([E, A0 * c0 ** al, al], axis=1)

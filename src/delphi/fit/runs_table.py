@@ -90,11 +90,11 @@ def read_table(path) -> "pandas.DataFrame":  # noqa: F821
     try:
         if suffix in (".csv", ".csv.gz", ".tsv"):
             df = pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",")
-            df["source"] = [f"{p.name} row {i + 1} (line {i + 2})" for i in range(len(df))]
+            df["source"] = [f"row {i + 1} (line {i + 2})" for i in range(len(df))]
             return df
         if suffix in (".parquet", ".pq"):
             df = pd.read_parquet(p)
-            df["source"] = [f"{p.name} row {i + 1}" for i in range(len(df))]
+            df["source"] = [f"row {i + 1}" for i in range(len(df))]
             return df
     except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as e:
         raise DelphiError(f"runs table: cannot read {p}: {str(e).splitlines()[0]}") from None
@@ -103,19 +103,19 @@ def read_table(path) -> "pandas.DataFrame":  # noqa: F821
         text = p.read_text()
         if suffix == ".json" and text.lstrip().startswith("["):
             records = _read_json_file(p, "runs table")
-            numbered = [(i + 1, r, f"{p.name} item {i + 1}") for i, r in enumerate(records)]
+            numbered = [(i + 1, r, f"item {i + 1}") for i, r in enumerate(records)]
         else:
             numbered = []
             for i, line in enumerate(text.splitlines()):
                 if not line.strip():
                     continue
                 try:
-                    numbered.append((i + 1, json.loads(line), f"{p.name} line {i + 1}"))
+                    numbered.append((i + 1, json.loads(line), f"line {i + 1}"))
                 except json.JSONDecodeError as e:
-                    raise DelphiError(f"runs table: {p.name} line {i + 1} is not valid JSON ({e})") from None
+                    raise DelphiError(f"runs table: {p}: line {i + 1} is not valid JSON ({e})") from None
         for _, rec, src in numbered:
             if not isinstance(rec, dict):
-                raise DelphiError(f"runs table: {src} must be a JSON object, not {type(rec).__name__}")
+                raise DelphiError(f"runs table: {p}: {src} must be a JSON object, not {type(rec).__name__}")
             row = flatten_summary(rec)
             row["source"] = src
             rows.append(row)
@@ -174,6 +174,7 @@ def validate_table(df, *, metric: str = "loss", require: tuple[str, ...] = SIZE_
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             v = raw.iloc[i]
+            v = v.item() if hasattr(v, "item") else v
             kind = "missing" if v is None or (isinstance(v, float) and math.isnan(v)) else \
                    "not a finite number" if isinstance(v, (int, float, np.number)) else "not a number"
             raise DelphiError(f"{where}: {df['source'].iloc[i]}{_name(df, i)}: column {col!r} is {kind} ({v!r})")
@@ -183,7 +184,7 @@ def validate_table(df, *, metric: str = "loss", require: tuple[str, ...] = SIZE_
             if nonpos.size:
                 i = int(nonpos[0])
                 raise DelphiError(f"{where}: {df['source'].iloc[i]}{_name(df, i)}: column {col!r} must be positive, "
-                                  f"got {df[col].iloc[i]!r}")
+                                  f"got {float(df[col].iloc[i])!r}")
     if "budget" in df.columns:
         df["budget"] = pd.to_numeric(df["budget"], errors="coerce")
     df.attrs["excluded"] = excluded
