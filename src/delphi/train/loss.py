@@ -1,8 +1,8 @@
 """Next-token loss (Levanter's): cross entropy on float32 logits, mean over predicted positions,
 plus z-loss `weight · logsumexp(logits)²` per token; and bits-per-byte.
 
-The log-sum-exp is computed once and shared by the cross entropy and the z-loss, so the z-loss
-costs one extra square (no second softmax pass).
+The log-softmax is computed once and shared by the cross entropy and the z-loss, so the z-loss
+costs one extra square (no second pass over the vocabulary).
 """
 
 from __future__ import annotations
@@ -17,9 +17,13 @@ LOG2_E = 1.0 / math.log(2.0)
 def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token negative log-likelihood (nats) and log-sum-exp, both float32, shape of `targets`."""
     x = logits.float()
-    lse = torch.logsumexp(x, dim=-1)
-    target_logit = x.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return lse - target_logit, lse
+    # One log-softmax pass gives both: nll = −logp[target], and lse = x_i − logp_i for any i
+    # (index 0 here), so the z-loss needs no second reduction over the vocabulary. Its gradient
+    # through x_0 − logp_0 is exactly softmax(x), as for logsumexp.
+    logp = torch.log_softmax(x, dim=-1)
+    nll = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    lse = x[..., 0] - logp[..., 0]
+    return nll, lse
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, z_loss_weight: float = 0.0

@@ -199,6 +199,26 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     os.replace(tmp, path)
 
 
+# ---- the step's forward ------------------------------------------------------------------------
+
+def make_forward_loss(model, amp_dtype: torch.dtype | None, z_loss_weight: float, *, compile: bool = False):
+    """`fn(inputs, targets, document_ids) -> (objective, cross entropy)`: forward under autocast
+    (when `amp_dtype`), float32 loss with z-loss. With `compile`, forward and loss are compiled
+    as one graph, so the float32 upcast, log-sum-exp, gather and z-loss fuse into few kernels
+    instead of materialising several [B, T, V] float32 copies of the logits."""
+    device_type = "cuda" if next(model.parameters()).is_cuda else "cpu"
+
+    def forward_loss(inputs, targets, doc):
+        if amp_dtype is None:
+            logits = model(inputs, doc)
+        else:
+            with torch.autocast(device_type=device_type, dtype=amp_dtype):
+                logits = model(inputs, doc)
+        return lm_loss(logits, targets, z_loss_weight)
+
+    return torch.compile(forward_loss) if compile else forward_loss
+
+
 # ---- data --------------------------------------------------------------------------------------
 
 def open_data(spec: RunSpec, info: D.DistInfo, progress: bool):
@@ -450,14 +470,8 @@ class _Trainer:
         self.optimizer = build_optimizer(D.unwrap(self.model), spec.optimizer, all_reduce=all_reduce)
         self.schedule = WSD.from_hparams(spec.optimizer, spec.train_steps)
         self.compiled = resolve_compile(spec.compile, self.device, spec, info)
-        self.loss_fn = self._forward_loss
-        if self.compiled:
-            self.loss_fn = torch.compile(self._forward_loss)
-
-    def _forward_loss(self, inputs, targets, doc):
-        with self.autocast():
-            logits = self.model(inputs, doc)
-        return lm_loss(logits, targets, self.spec.optimizer.z_loss_weight)
+        self.loss_fn = make_forward_loss(self.model, self.amp_dtype, spec.optimizer.z_loss_weight,
+                                         compile=self.compiled)
 
     def save(self):
         info, st = self.info, self.state
