@@ -277,12 +277,12 @@ def fit_isoflop(table, metric: str = "loss", *, huber_delta: float | None = None
         if col not in table.columns:
             raise DelphiError(f"isoflop: runs table has no column {col!r}")
     budget = table["budget"].to_numpy(dtype=float) if "budget" in table.columns else None
-    keys = bucket_flops(table["flops"].to_numpy(dtype=float), budget)
-    keys = np.array([float(f"{k:.6g}") for k in keys])  # merge float noise in declared budgets
+    labels = bucket_flops(table["flops"].to_numpy(dtype=float), budget)
+    keys = np.array([float(f"{k:.6g}") for k in labels])  # group across float noise in declared budgets
     buckets = []
     for k in np.unique(keys):
         sel = keys == k
-        buckets.append(fit_bucket(k, table["tokens"].to_numpy(float)[sel], table["params"].to_numpy(float)[sel],
+        buckets.append(fit_bucket(float(labels[sel][0]), table["tokens"].to_numpy(float)[sel], table["params"].to_numpy(float)[sel],
                                   table[metric].to_numpy(float)[sel], huber_delta))
     used = [b for b in buckets if b.usable and not (exclude_flagged and b.flags)]
     tl = pl = None
