@@ -145,7 +145,7 @@ def make_suite(root: Path, *, heldout: bool = True, check: bool = True, failed: 
     forecast = float(law.predict(spec.flops))
     lo, hi = (float(x) for x in law.interval(spec.flops))
     loo = [float(x) for x in law.loo(spec.flops)]
-    ledger_entry = {"index": 0, "timestamp": "2025-01-01T00:00:00Z",
+    ledger_entry = {"index": 0, "kind": "forecast", "timestamp": "2025-01-01T00:00:00Z",
                     "forecast": {"run": spec.name, "budget": HELDOUT_BUDGET, "flops": spec.flops, "loss": forecast,
                                  "ci_low": lo, "ci_high": hi, "loo_min": loo[0], "loo_max": loo[1], "seed": 0},
                     "run_spec": spec.to_dict(), "runs_table_sha256": sha, "prev_hash": None}
@@ -155,15 +155,16 @@ def make_suite(root: Path, *, heldout: bool = True, check: bool = True, failed: 
     row = _write_run(root, spec, actual, "completed", None, rng, "heldout")
     table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
     table.to_csv(root / "runs.csv", index=False)
-    facts.update(heldout=spec.name, forecast=forecast, ci=(lo, hi), loo=loo, actual=actual, spec=spec)
+    facts.update(heldout=spec.name, forecast=forecast, ci=(lo, hi), loo=loo, actual=actual, spec=spec,
+                 ledger_hash=ledger_entry["hash"])
     if check:
         res = (actual - forecast) / forecast * 100
         largest = max(budgets)
-        (root / "check.json").write_text(json.dumps({"results": [{
+        (root / "check.json").write_text(json.dumps({"ledger_ok": True, "ledger_problems": [], "results": [{
             "run": spec.name, "seed": 0, "budget": HELDOUT_BUDGET, "flops": spec.flops,
             "extrapolation": spec.flops / largest, "forecast": forecast, "ci_low": lo, "ci_high": hi,
             "loo_min": loo[0], "loo_max": loo[1], "actual": actual, "residual_pct": res,
-            "inside": bool(lo <= actual <= hi), "ledger_entry": 0, "status": "completed"}]}))
+            "inside": bool(lo <= actual <= hi), "ledger_entry": ledger_entry["hash"], "status": "scored"}]}))
         facts["residual_pct"] = res
     return facts
 
@@ -238,6 +239,7 @@ def test_residual_table_has_the_checked_numbers(full):
     assert cells[7] == f"{facts['actual']:.4f}"
     assert cells[8] == f"{facts['residual_pct']:+.2f}%"
     assert cells[9] == ("yes" if inside else "**no**")
+    assert cells[10] == f"`{facts['ledger_hash'][:12]}…`" and cells[11] == "scored"
     text = _text_of(html)
     assert f"residual {facts['residual_pct']:+.2f}%" in text
     assert ("inside the 95% interval" if inside else "OUTSIDE the 95% interval") in text
@@ -340,6 +342,25 @@ def test_suite_before_any_fit(tmp_path):
     assert "fit.json is missing" in text and "unreadable line(s) skipped" in text
     assert paths["figure:training"].read_bytes().startswith(PNG_MAGIC)
     assert paths["figure:isoflop"].read_bytes().startswith(PNG_MAGIC)  # the grid's points, at least
+
+
+def test_unscored_heldout_and_broken_ledger_are_visible(tmp_path):
+    root = tmp_path / "suite"
+    make_suite(root, fit=False, failed=False, budgets=GRID_BUDGETS[:3])
+    (root / "check.json").write_text(json.dumps({"ledger_ok": False, "ledger_problems": ["entry 1: hash mismatch"],
+                                                 "results": [{"run": "isoflop-1e+15-x-heldout", "seed": 0,
+                                                              "budget": 1e15, "flops": 1.01e15, "extrapolation": 10.1,
+                                                              "forecast": 3.9, "ci_low": 3.8, "ci_high": 4.0,
+                                                              "loo_min": 3.85, "loo_max": 3.95, "actual": None,
+                                                              "residual_pct": None, "inside": None,
+                                                              "ledger_entry": "ab" * 32,
+                                                              "status": "refused: the ledger fails verification"}]}))
+    paths = build_report(root)
+    text = _text_of(paths["html"].read_text())
+    assert "The ledger FAILS verification (entry 1: hash mismatch)" in text
+    assert "not scored (refused: the ledger fails verification)" in text
+    md = paths["markdown"].read_text()
+    assert "| `isoflop-1e+15-x-heldout` | 0 | 1 × 10¹⁵ | 10.1× | 3.9000 | [3.8000, 4.0000] |" in md
 
 
 def test_unfinished_and_empty_suites(tmp_path):

@@ -49,14 +49,20 @@ def _headline(suite: Suite, view) -> list:
     if view.loss_law is not None:
         facts.append(f"loss law: `{view.loss_law.text()}` fitted on {len(view.fitted)} IsoFLOP optima")
     blocks.append(Bullets(facts))
+    if suite.check is not None and suite.check.get("ledger_ok") is False:
+        problems = "; ".join(str(p) for p in suite.check.get("ledger_problems") or []) or "no details recorded"
+        blocks.append(Note(f"The ledger FAILS verification ({problems}): no held-out run was scored.", "bad"))
     for r in suite.check_results:
         f, a, res = fmt.num(r.get("forecast")), fmt.num(r.get("actual")), fmt.num(r.get("residual_pct"))
         ext = fmt.num(r.get("extrapolation"))
         inside = r.get("inside")
         where = f" ({ext:.0f}× past the largest fitted budget)" if ext else ""
         text = (f"Held-out run `{r.get('run')}` (seed {r.get('seed', '–')}) at {fmt.pretty_flops(r.get('flops') or r.get('budget'))} "
-                f"FLOPs{where}: forecast **{fmt.fixed(f)}** [{fmt.fixed(r.get('ci_low'))}, {fmt.fixed(r.get('ci_high'))}], "
-                f"actual **{fmt.fixed(a)}**, residual **{fmt.pct(res)}**")
+                f"FLOPs{where}: forecast **{fmt.fixed(f)}** [{fmt.fixed(r.get('ci_low'))}, {fmt.fixed(r.get('ci_high'))}]")
+        if a is None:
+            blocks.append(Note(text + f"; not scored ({r.get('status') or 'no actual loss yet'}).", "info"))
+            continue
+        text += f", actual **{fmt.fixed(a)}**, residual **{fmt.pct(res)}**"
         if inside is None:
             blocks.append(Note(text, "info"))
         else:
@@ -119,8 +125,9 @@ def _residual_table(suite: Suite) -> list:
                          f"[{fmt.fixed(r.get('loo_min'))}, {fmt.fixed(r.get('loo_max'))}]",
                          fmt.fixed(r.get("actual")), fmt.pct(r.get("residual_pct")),
                          "–" if inside is None else ("yes" if inside else "**no**"),
-                         fmt.dash(r.get("ledger_entry")), fmt.dash(r.get("status"))])
-            cls.append("" if inside is None else ("ok" if inside else "bad"))
+                         _short_hash(r.get("ledger_entry")), fmt.dash(r.get("status"))])
+            status = str(r.get("status") or "")
+            cls.append("bad" if status.startswith("refused") or inside is False else ("ok" if inside else ""))
         return [Table(["run", "seed", "C (FLOPs)", "extrapolation", "forecast", "95% interval", "leave-one-out",
                        "actual", "residual", "inside?", "ledger entry", "status"], rows,
                       numeric=[False, True, True, True, True, True, True, True, True, False, True, False],
@@ -131,7 +138,9 @@ def _residual_table(suite: Suite) -> list:
     if suite.ledger:
         rows = []
         for e in suite.ledger:
-            f = e.get("forecast") or {}
+            f = e.get("forecast")
+            if not isinstance(f, dict):
+                continue
             rows.append([fmt.dash(e.get("index")), f"`{f.get('run', '?')}`", fmt.dash(f.get("seed")),
                          fmt.pretty_flops(f.get("flops") or f.get("budget")), fmt.fixed(f.get("loss")),
                          f"[{fmt.fixed(f.get('ci_low'))}, {fmt.fixed(f.get('ci_high'))}]",
@@ -142,6 +151,13 @@ def _residual_table(suite: Suite) -> list:
                             numeric=[True, False, True, True, True, True, True, False],
                             caption="Registered forecasts awaiting their held-out runs."))
     return blocks
+
+
+def _short_hash(h: Any) -> str:
+    """Ledger entries are named by index or by their sha256; show a hash's first 12 digits."""
+    if isinstance(h, str) and len(h) > 16:
+        return f"`{h[:12]}…`"
+    return fmt.dash(h)
 
 
 def _recipe_rows(suite: Suite) -> tuple[list[list[str]], list[str]]:
@@ -296,7 +312,7 @@ def _ledger_blocks(suite: Suite) -> list:
         return []
     rows = []
     for e in suite.ledger:
-        f = e.get("forecast") or {}
+        f = e.get("forecast") if isinstance(e.get("forecast"), dict) else {}
         h = str(e.get("hash") or "")
         rows.append([fmt.dash(e.get("index")), fmt.dash(e.get("timestamp")), f"`{f.get('run', '?')}`",
                      fmt.fixed(f.get("loss")), f"`{str(e.get('runs_table_sha256') or '')[:12]}`", f"`{h[:12]}`"])
