@@ -42,6 +42,9 @@ def test_chinchilla_replication(chinchilla_fit):
     fo = huber_objective(ours, np.log(N), np.log(D), np.log(L))[0][0]
     assert fo == pytest.approx(f.huber_loss, rel=1e-9)
     assert fo < fh
+    # At Chinchilla's budget (5.76e23 FLOPs) this fit's optimum is within 2x of the 70B model.
+    N_opt, D_opt = f.compute_optimal(5.76e23)
+    assert 35e9 < N_opt < 140e9 and 6 * N_opt * D_opt == pytest.approx(5.76e23)
 
 
 def test_chinchilla_optimum_is_a_stationary_point_scipy_agrees(chinchilla_fit):
