@@ -139,8 +139,9 @@ def _block_html(b: Block) -> str:
                             for c, n in zip(row, num))
             body.append(f"<tr{cls}>{cells}</tr>")
         cap = f"<caption>{_inline_html(b.caption)}</caption>" if b.caption else ""
-        return (f'<div class="tablewrap"><table>{cap}<thead><tr>{head}</tr></thead>'
-                f'<tbody>{"".join(body)}</tbody></table></div>')
+        thead = f"<thead><tr>{head}</tr></thead>" if any(b.columns) else ""  # key/value tables have no header
+        return f'<div class="tablewrap"><table>{cap}{thead}<tbody>{"".join(body)}</tbody></table></div>'
+
     if isinstance(b, Figure):
         data = base64.b64encode(b.png).decode("ascii")
         cap = f"<figcaption>{_inline_html(b.caption)}</figcaption>" if b.caption else ""

@@ -125,7 +125,7 @@ def model_card(spec: RunSpec, summary: dict | None = None, *, suite: str | None 
     training = [
         ("Compute", compute),
         ("Tokens", f"{tokens:,}"),
-        ("Tokens per parameter", f"{tokens / params:.1f}"),
+        ("Tokens per parameter", f"{tokens / params:.3g}"),
         ("Batch size", f"{spec.batch_size} sequences × {shape.seq_len} tokens = {batch_tokens:,} tokens"),
         ("Steps", f"{spec.train_steps:,}"),
         ("Sequence length", str(shape.seq_len)),
