@@ -1,0 +1,157 @@
+"""Mixtures: named domains, each with a weight, train sources and validation sources.
+
+A mixture is a TOML or JSON file::
+
+    # my-mixture.toml
+    [domains.web]
+    weight = 0.7
+    train = ["web/train/"]            # files or directories, relative to this file
+    validation = ["web/val.jsonl.zst"]
+
+    [domains.code]
+    weight = 0.3
+    train = ["/data/code-train.parquet"]
+    validation = ["/data/code-val.parquet"]
+    text_field = "content"            # JSON key / Parquet column holding the text (default "text")
+
+Sources are local paths (``.jsonl``, ``.jsonl.gz``, ``.jsonl.xz``, ``.jsonl.zst``, ``.txt``,
+``.parquet``, or directories searched recursively for those), or ``hf:<dataset>[:<split>]`` for a
+Hugging Face dataset when online (never used in tests). Weights are normalised to sum to 1.
+
+Built-in names: ``"embedded"`` (the corpus shipped in the package, see
+``embedded/mixture.toml``) and ``"shared-corpus"`` (the larger three-domain corpus the embedded
+one was cut from, found through ``$DELPHI_CORPUS_DIR`` or a ``shared/data/corpus`` directory
+beside the repository; same weights as ``"embedded"``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from delphi.errors import DelphiError
+
+EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
+EMBEDDED_MIXTURE = EMBEDDED_DIR / "mixture.toml"
+_DOMAIN_KEYS = {"weight", "train", "validation", "text_field"}
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    weight: float  # normalised: the domain weights of a mixture sum to 1
+    train: tuple[str, ...]  # absolute paths or "hf:..." names
+    validation: tuple[str, ...]
+    text_field: str = "text"
+
+
+@dataclass(frozen=True)
+class Mixture:
+    name: str
+    domains: tuple[Domain, ...]
+    source: str | None = None  # the file it was read from
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return {d.name: d.weight for d in self.domains}
+
+    def domain(self, name: str) -> Domain:
+        for d in self.domains:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+
+def _load_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text("utf-8")
+    except OSError as e:
+        raise DelphiError(f"mixture file {path}: cannot read it ({e.strerror or e})") from None
+    if path.suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DelphiError(f"mixture file {path}: not valid JSON at line {e.lineno} ({e.msg})") from None
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise DelphiError(f"mixture file {path}: reading TOML needs Python 3.11+ or 'tomli'; use a .json mixture") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise DelphiError(f"mixture file {path}: not valid TOML ({e})") from None
+
+
+def mixture_from_dict(d: dict[str, Any], *, base_dir: Path, name: str, source: str | None = None) -> Mixture:
+    """Validate a parsed mixture definition; relative paths are resolved against ``base_dir``."""
+    where = source or name
+    domains = d.get("domains") if isinstance(d, dict) else None
+    if not isinstance(domains, dict) or not domains:
+        raise DelphiError(f"mixture {where}: needs a 'domains' table with at least one domain")
+    parsed = []
+    for dname, dd in domains.items():
+        if not isinstance(dd, dict):
+            raise DelphiError(f"mixture {where}: domain {dname!r} must be a table with weight, train, validation")
+        unknown = sorted(set(dd) - _DOMAIN_KEYS)
+        if unknown:
+            raise DelphiError(f"mixture {where}: domain {dname!r} has unknown key(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(_DOMAIN_KEYS))}")
+        w = dd.get("weight")
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0:
+            raise DelphiError(f"mixture {where}: domain {dname!r} needs a positive number 'weight', got {w!r}")
+        splits = {}
+        for split in ("train", "validation"):
+            srcs = dd.get(split)
+            if isinstance(srcs, str):
+                srcs = [srcs]
+            if not isinstance(srcs, list) or not srcs or not all(isinstance(s, str) and s for s in srcs):
+                raise DelphiError(f"mixture {where}: domain {dname!r} needs '{split}' as a list of paths")
+            splits[split] = tuple(s if s.startswith("hf:") else str((base_dir / os.path.expanduser(s)).resolve())
+                                  for s in srcs)
+        tf = dd.get("text_field", "text")
+        if not isinstance(tf, str) or not tf:
+            raise DelphiError(f"mixture {where}: domain {dname!r} text_field must be a non-empty string")
+        parsed.append((str(dname), float(w), splits["train"], splits["validation"], tf))
+    total = sum(p[1] for p in parsed)
+    doms = tuple(Domain(n, w / total, tr, va, tf) for n, w, tr, va, tf in parsed)
+    return Mixture(name=name, domains=doms, source=source)
+
+
+def find_shared_corpus() -> Path | None:
+    """The shared three-domain corpus directory, if this machine has one."""
+    env = os.environ.get("DELPHI_CORPUS_DIR")
+    candidates = [Path(env)] if env else []
+    for base in (Path.cwd(), Path(__file__).resolve()):
+        for parent in [base, *base.parents]:
+            candidates.append(parent / "shared" / "data" / "corpus")
+            candidates.append(parent.parent / "shared" / "data" / "corpus")
+    for c in candidates:
+        if (c / "prose-train.jsonl.xz").exists():
+            return c.resolve()
+    return None
+
+
+def resolve_mixture(name_or_path: str | os.PathLike) -> Mixture:
+    """A built-in mixture name (``"embedded"``, ``"shared-corpus"``) or a mixture file path."""
+    key = str(name_or_path)
+    if key == "embedded":
+        return mixture_from_dict(_load_file(EMBEDDED_MIXTURE), base_dir=EMBEDDED_DIR, name="embedded",
+                                 source=str(EMBEDDED_MIXTURE))
+    if key == "shared-corpus":
+        corpus = find_shared_corpus()
+        if corpus is None:
+            raise DelphiError("mixture 'shared-corpus': no shared/data/corpus directory found; "
+                              "set DELPHI_CORPUS_DIR to the directory holding prose-train.jsonl.xz")
+        d = _load_file(EMBEDDED_MIXTURE)  # same domains, weights and file names as the embedded cut
+        return mixture_from_dict(d, base_dir=corpus, name="shared-corpus", source=str(corpus))
+    path = Path(key).expanduser()
+    if not path.is_file():
+        raise DelphiError(f"unknown mixture {key!r}: not 'embedded' or 'shared-corpus', and no mixture file "
+                          f"(.toml or .json) at that path")
+    return mixture_from_dict(_load_file(path), base_dir=path.resolve().parent, name=path.stem, source=str(path.resolve()))

@@ -1,0 +1,565 @@
+"""Read documents, tokenise them in parallel and cache flat token shards on disk.
+
+One shard per (domain, split): ``tokens.bin`` (a flat uint16 array when the vocabulary fits, else
+uint32) holding every document followed by the EOS token, ``offsets.npy`` (int64, ``n_docs + 1``
+entries: document ``i`` with its trailing EOS is ``tokens[offsets[i]:offsets[i+1]]``),
+``doc_bytes.npy`` (UTF-8 bytes of each document's text) and ``meta.json``.
+
+The cache key is (tokenizer fingerprint, sha256 of every source file's contents, settings), so
+preparing the same data twice does no work, and changing a file, the tokenizer or the text field
+builds a new shard. A shard is written into a temporary directory and renamed into place only
+when complete, so an interrupted prepare never leaves a corrupt cache entry.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import lzma
+import os
+import shutil
+import time
+import uuid
+import warnings
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from delphi.config import DataSpec
+from delphi.data.mixture import Mixture, resolve_mixture
+from delphi.data.tokenizers import Tokenizer, load_tokenizer
+from delphi.errors import DelphiError
+
+FORMAT_VERSION = 1
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.xz", ".jsonl.zst", ".ndjson")
+TEXT_SUFFIXES = (".txt",)
+PARQUET_SUFFIXES = (".parquet",)
+SUPPORTED = JSONL_SUFFIXES + TEXT_SUFFIXES + PARQUET_SUFFIXES
+CHUNK_CHARS = 2_000_000  # text per worker task: large enough to amortise IPC, small for memory
+SMALL_INPUT_BYTES = 4_000_000  # below this (compressed) a worker pool costs more than it saves
+
+
+# ---- sources ----------------------------------------------------------------------------------
+
+@dataclass
+class Document:
+    text: str
+    where: str  # "file:line" for error messages
+
+
+@dataclass
+class BadInput:
+    """Counts of skipped bad records (``skip_bad=True``) and the first few locations."""
+
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, message: str) -> None:
+        self.count += 1
+        if len(self.examples) < 5:
+            self.examples.append(message)
+
+
+def _has_suffix(name: str, suffixes: Sequence[str]) -> bool:
+    return any(name.endswith(s) for s in suffixes)
+
+
+def expand_sources(sources: Iterable[str | os.PathLike]) -> list[str]:
+    """Files (sorted within each directory) for a list of files, directories and ``hf:`` names."""
+    out: list[str] = []
+    for src in sources:
+        s = str(src)
+        if s.startswith("hf:"):
+            out.append(s)
+            continue
+        p = Path(s)
+        if p.is_dir():
+            found = sorted(str(f) for f in p.rglob("*") if f.is_file() and _has_suffix(f.name, SUPPORTED))
+            if not found:
+                raise DelphiError(f"data source {p}: directory holds no {', '.join(SUPPORTED)} files")
+            out.extend(found)
+        elif p.is_file():
+            if not _has_suffix(p.name, SUPPORTED):
+                raise DelphiError(f"data source {p}: unsupported file type; use one of {', '.join(SUPPORTED)}")
+            out.append(str(p))
+        else:
+            raise DelphiError(f"data source {p} does not exist")
+    return out
+
+
+class _CountingReader(io.RawIOBase):
+    """Wraps a binary file and counts the (compressed) bytes read, for the progress bar."""
+
+    def __init__(self, f, on_read):
+        self._f, self._on_read = f, on_read
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        n = self._f.readinto(b)
+        if n:
+            self._on_read(n)
+        return n
+
+    def close(self):
+        self._f.close()
+        super().close()
+
+
+def _open_binary(path: str, on_read=None):
+    raw = open(path, "rb")
+    f = _CountingReader(raw, on_read) if on_read else raw
+    if path.endswith(".gz"):
+        return gzip.open(f, "rb")
+    if path.endswith(".xz"):
+        return lzma.open(f, "rb")
+    if path.endswith(".zst"):
+        import zstandard
+
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(f, closefd=True))
+    return io.BufferedReader(f) if on_read else f
+
+
+def iter_documents(path: str, text_field: str = "text", skip_bad: bool = False,
+                   bad: BadInput | None = None, on_read=None) -> Iterator[Document]:
+    """Documents of one source. Bad records raise a `DelphiError` naming file and line, or are
+    counted in ``bad`` when ``skip_bad``. Empty documents are skipped (they carry no text)."""
+    bad = bad if bad is not None else BadInput()
+
+    def fail(msg: str):
+        if not skip_bad:
+            raise DelphiError(msg + " (fix the input, or pass --skip-bad to skip bad records)")
+        bad.add(msg)
+
+    if path.startswith("hf:"):
+        yield from _iter_hf(path, text_field, fail)
+        return
+    try:
+        if _has_suffix(path, PARQUET_SUFFIXES):
+            yield from _iter_parquet(path, text_field, fail, on_read)
+        elif _has_suffix(path, TEXT_SUFFIXES):
+            with _open_binary(path, on_read) as f:
+                data = f.read()
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                fail(f"{path}: not valid UTF-8 at byte {e.start}")
+                return
+            if text:
+                yield Document(text, f"{path}:1")
+        else:
+            with _open_binary(path, on_read) as f:
+                for lineno, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        rec = json.loads(line)
+                    except UnicodeDecodeError:
+                        fail(f"{path}:{lineno}: not valid UTF-8")
+                        continue
+                    except json.JSONDecodeError as e:
+                        fail(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})")
+                        continue
+                    if not isinstance(rec, dict) or not isinstance(rec.get(text_field), str):
+                        keys = ", ".join(sorted(rec)[:8]) if isinstance(rec, dict) else type(rec).__name__
+                        fail(f"{path}:{lineno}: no string field {text_field!r} (found: {keys})")
+                        continue
+                    if rec[text_field]:
+                        yield Document(rec[text_field], f"{path}:{lineno}")
+    except DelphiError:
+        raise
+    except (OSError, EOFError, lzma.LZMAError) as e:
+        msg = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        raise DelphiError(f"{path}: cannot read file ({msg})") from None
+    except Exception as e:  # zstandard / pyarrow raise their own error types for corrupt files
+        if type(e).__module__.split(".")[0] in ("zstandard", "pyarrow", "_zstd"):
+            raise DelphiError(f"{path}: cannot read file ({e})") from None
+        raise
+
+
+def _iter_parquet(path: str, text_field: str, fail, on_read) -> Iterator[Document]:
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    names = pf.schema_arrow.names
+    if text_field not in names:
+        raise DelphiError(f"{path}: no column {text_field!r} (columns: {', '.join(names[:12])}); "
+                          f"set text_field in the mixture")
+    row = 0
+    for batch in pf.iter_batches(columns=[text_field], batch_size=1024):
+        for value in batch.column(0).to_pylist():
+            row += 1
+            if not isinstance(value, str):
+                fail(f"{path}: row {row}: column {text_field!r} is {type(value).__name__}, not text")
+                continue
+            if value:
+                yield Document(value, f"{path}:row {row}")
+    if on_read:
+        on_read(os.path.getsize(path))
+
+
+def _iter_hf(name: str, text_field: str, fail) -> Iterator[Document]:
+    dataset, _, split = name[3:].partition(":")
+    try:
+        import datasets
+    except ImportError:
+        raise DelphiError(f"data source {name}: Hugging Face datasets need 'pip install datasets'") from None
+    try:
+        ds = datasets.load_dataset(dataset, split=split or "train", streaming=True)
+    except Exception as e:
+        raise DelphiError(f"data source {name}: cannot load ({str(e).splitlines()[0]}); are you online?") from None
+    for i, rec in enumerate(ds, 1):
+        value = rec.get(text_field)
+        if not isinstance(value, str):
+            fail(f"{name}: record {i}: no string field {text_field!r}")
+            continue
+        if value:
+            yield Document(value, f"{name}:{i}")
+
+
+def source_fingerprint(path: str) -> str:
+    """sha256 of a source file's bytes (``hf:`` sources: the name; they cannot be hashed offline)."""
+    if path.startswith("hf:"):
+        return "name:" + path
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as e:
+        raise DelphiError(f"{path}: cannot read file ({e.strerror or e})") from None
+    return h.hexdigest()
+
+
+# ---- tokenising ---------------------------------------------------------------------------------
+
+_WORKER_TOKENIZER: Tokenizer | None = None
+
+
+def _worker_init(spec: str) -> None:
+    # One tokenizer thread per worker process: the processes are the parallelism.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    os.environ["RAYON_NUM_THREADS"] = "1"
+    global _WORKER_TOKENIZER
+    _WORKER_TOKENIZER = load_tokenizer(spec)
+
+
+def _encode_texts(tok: Tokenizer, texts: list[str], dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens of ``texts``, each followed by EOS, as one flat array, plus each document's length."""
+    ids = tok.encode_batch(texts)
+    lengths = np.fromiter((len(x) + 1 for x in ids), dtype=np.int64, count=len(ids))
+    flat = np.empty(int(lengths.sum()), dtype=dtype)
+    pos = 0
+    for x in ids:
+        flat[pos:pos + len(x)] = x
+        pos += len(x)
+        flat[pos] = tok.eos_id
+        pos += 1
+    return flat, lengths
+
+
+def _worker_encode(texts: list[str], dtype_name: str) -> tuple[np.ndarray, np.ndarray]:
+    assert _WORKER_TOKENIZER is not None
+    return _encode_texts(_WORKER_TOKENIZER, texts, np.dtype(dtype_name))
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 65536 else np.dtype(np.uint32)
+
+
+class Shard:
+    """A finished, read-only token shard (memory-mapped)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.meta = json.loads((self.path / "meta.json").read_text())
+        self.dtype = np.dtype(self.meta["dtype"])
+        self.num_tokens = int(self.meta["tokens"])
+        self.offsets = np.load(self.path / "offsets.npy")
+        self.doc_bytes = np.load(self.path / "doc_bytes.npy")
+        if self.num_tokens:
+            self.tokens = np.memmap(self.path / "tokens.bin", dtype=self.dtype, mode="r", shape=(self.num_tokens,))
+        else:
+            self.tokens = np.zeros(0, dtype=self.dtype)
+
+    @property
+    def num_docs(self) -> int:
+        return len(self.doc_bytes)
+
+    @property
+    def num_bytes(self) -> int:
+        return int(self.doc_bytes.sum())
+
+    def document(self, i: int) -> np.ndarray:
+        """Tokens of document ``i`` including its trailing EOS."""
+        return np.asarray(self.tokens[self.offsets[i]:self.offsets[i + 1]])
+
+    def __repr__(self) -> str:
+        return f"Shard({self.path.name}, docs={self.num_docs}, tokens={self.num_tokens})"
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("DELPHI_CACHE")
+    return (Path(env).expanduser() / "data") if env else Path.home() / ".cache" / "delphi" / "data"
+
+
+def _shard_key(tokenizer: Tokenizer, files: list[str], text_field: str, dtype: np.dtype) -> str:
+    desc = {
+        "format": FORMAT_VERSION,
+        "tokenizer": tokenizer.fingerprint,
+        "sources": [source_fingerprint(f) for f in files],
+        "text_field": text_field,
+        "dtype": dtype.name,
+    }
+    return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
+
+
+class _Progress:
+    """A rich progress bar over compressed input bytes, showing docs, tokens and MB/s of text."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._p = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._p = Progress(
+                TextColumn("{task.description:<18}"), BarColumn(),
+                TextColumn("{task.fields[docs]:>8,} docs {task.fields[tokens]:>12,} tokens {task.fields[mbps]:>6.1f} MB/s"),
+                TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+            self._p.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._p is not None:
+            self._p.__exit__(*exc)
+
+    def task(self, description: str, total: int):
+        if self._p is None:
+            return None
+        return self._p.add_task(description, total=total, docs=0, tokens=0, mbps=0.0)
+
+    def update(self, task, **kw):
+        if self._p is not None and task is not None:
+            self._p.update(task, **kw)
+
+
+def build_shard(files: list[str], tokenizer: Tokenizer, out_dir: Path, *, text_field: str = "text",
+                workers: int | None = None, skip_bad: bool = False, progress: _Progress | None = None,
+                description: str = "") -> Shard:
+    """Tokenise ``files`` into a shard at ``out_dir`` (atomically: temp directory + rename)."""
+    dtype = token_dtype(tokenizer.vocab_size)
+    workers = max(1, int(workers or os.cpu_count() or 1))
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    progress = progress or _Progress(False)
+    total_in = sum(os.path.getsize(f) for f in files if not f.startswith("hf:"))
+    task = progress.task(description, total_in or None)
+    state = {"read": 0, "docs": 0, "tokens": 0, "text_bytes": 0, "t0": time.perf_counter()}
+
+    def on_read(n):
+        state["read"] += n
+
+    bad = BadInput()
+    lengths_all: list[np.ndarray] = []
+    doc_bytes: list[int] = []
+    pool = None
+    try:
+        if workers > 1 and total_in > SMALL_INPUT_BYTES:
+            import multiprocessing as mp
+
+            # spawn, not fork: the caller may be a multi-threaded trainer (torch, rayon pools).
+            pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(tokenizer.spec(),))
+        with open(tmp / "tokens.bin", "wb") as out:
+            pending: deque = deque()
+
+            def write(result):
+                flat, lengths = result
+                out.write(flat.tobytes())
+                lengths_all.append(lengths)
+                state["tokens"] += len(flat)
+                state["docs"] += len(lengths)
+                elapsed = max(time.perf_counter() - state["t0"], 1e-9)
+                progress.update(task, completed=state["read"], docs=state["docs"], tokens=state["tokens"],
+                                mbps=state["text_bytes"] / elapsed / 1e6)
+
+            def submit(texts):
+                if pool is None:
+                    write(_encode_texts(tokenizer, texts, dtype))
+                    return
+                pending.append(pool.apply_async(_worker_encode, (texts, dtype.name)))
+                while len(pending) >= 2 * workers:  # bounded: never hold the whole corpus in memory
+                    write(pending.popleft().get())
+
+            chunk: list[str] = []
+            chunk_chars = 0
+            for f in files:
+                for doc in iter_documents(f, text_field, skip_bad, bad, on_read):
+                    chunk.append(doc.text)
+                    doc_bytes.append(len(doc.text.encode("utf-8")))
+                    state["text_bytes"] += doc_bytes[-1]
+                    chunk_chars += len(doc.text)
+                    if chunk_chars >= CHUNK_CHARS:
+                        submit(chunk)
+                        chunk, chunk_chars = [], 0
+            if chunk:
+                submit(chunk)
+            while pending:
+                write(pending.popleft().get())
+        if pool is not None:
+            pool.close()
+            pool.join()
+            pool = None
+        lengths = np.concatenate(lengths_all) if lengths_all else np.zeros(0, dtype=np.int64)
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        np.save(tmp / "offsets.npy", offsets)
+        np.save(tmp / "doc_bytes.npy", np.asarray(doc_bytes, dtype=np.int64))
+        elapsed = time.perf_counter() - state["t0"]
+        meta = {
+            "format": FORMAT_VERSION, "tokenizer": tokenizer.name, "tokenizer_fingerprint": tokenizer.fingerprint,
+            "dtype": dtype.name, "tokens": int(offsets[-1]), "docs": len(doc_bytes), "bytes": int(sum(doc_bytes)),
+            "sources": files, "text_field": text_field, "skipped_bad": bad.count, "bad_examples": bad.examples,
+            "eos_id": tokenizer.eos_id, "seconds": round(elapsed, 3), "workers": workers if total_in > SMALL_INPUT_BYTES else 1,
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        progress.update(task, completed=total_in)
+        try:
+            os.rename(tmp, out_dir)
+        except OSError:
+            if not (out_dir / "meta.json").exists():  # not a concurrent prepare that finished first
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Shard(out_dir)
+
+
+# ---- prepare_data -------------------------------------------------------------------------------
+
+@dataclass
+class PreparedData:
+    """A tokenised mixture: one train and one validation shard per domain."""
+
+    spec: DataSpec
+    mixture: Mixture
+    tokenizer: Tokenizer
+    train: dict[str, Shard]
+    validation: dict[str, Shard]
+    built: list[str] = field(default_factory=list)  # "domain/split" shards built by this call
+
+    @property
+    def domains(self) -> list[str]:
+        return [d.name for d in self.mixture.domains]
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return self.mixture.weights
+
+    @property
+    def train_tokens(self) -> dict[str, int]:
+        return {d: s.num_tokens for d, s in self.train.items()}
+
+    @property
+    def validation_tokens(self) -> dict[str, int]:
+        return {d: s.num_tokens for d, s in self.validation.items()}
+
+    @property
+    def total_train_tokens(self) -> int:
+        return sum(self.train_tokens.values())
+
+    def tokens_before_repeat(self) -> int:
+        """Tokens a loader drawing by the mixture weights yields before any domain repeats."""
+        return int(min(self.train[d].num_tokens / w for d, w in self.weights.items()))
+
+    def summary(self) -> list[dict]:
+        rows = []
+        for d in self.domains:
+            for split, sh in (("train", self.train[d]), ("validation", self.validation[d])):
+                rows.append({"domain": d, "split": split, "weight": self.weights[d], "docs": sh.num_docs,
+                             "tokens": sh.num_tokens, "bytes": sh.num_bytes,
+                             "bytes_per_token": sh.num_bytes / max(sh.num_tokens, 1),
+                             "skipped_bad": sh.meta.get("skipped_bad", 0),
+                             "cached": f"{d}/{split}" not in self.built, "path": str(sh.path)})
+        return rows
+
+    def print_summary(self, console=None) -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        console = console or Console(stderr=True)
+        t = Table(title=f"mixture {self.mixture.name} · tokenizer {self.tokenizer.name}")
+        for col in ("domain", "split", "weight", "docs", "tokens", "MB", "bytes/token", "skipped", "cache"):
+            t.add_column(col, justify="left" if col in ("domain", "split", "cache") else "right")
+        for r in self.summary():
+            t.add_row(r["domain"], r["split"], f"{r['weight']:.3f}", f"{r['docs']:,}", f"{r['tokens']:,}",
+                      f"{r['bytes'] / 1e6:.1f}", f"{r['bytes_per_token']:.2f}", str(r["skipped_bad"]),
+                      "hit" if r["cached"] else "built")
+        console.print(t)
+        console.print(f"train tokens {self.total_train_tokens:,}; tokens before any domain repeats "
+                      f"at these weights: {self.tokens_before_repeat():,}")
+
+
+def cache_root(spec: DataSpec) -> Path:
+    return Path(spec.cache_dir).expanduser() if spec.cache_dir else default_cache_dir()
+
+
+def prepare_data(data: DataSpec | None = None, progress: bool = True, *, workers: int | None = None,
+                 skip_bad: bool = False) -> PreparedData:
+    """Resolve the mixture, tokenise every (domain, split) into cached shards, return them.
+
+    A second call with the same sources, tokenizer and settings finds every shard in the cache
+    and does no tokenising. ``workers`` defaults to the number of CPU cores.
+    """
+    data = data or DataSpec()
+    mixture = resolve_mixture(data.mixture)
+    tokenizer = load_tokenizer(data.tokenizer)
+    root = cache_root(data) / "shards"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DelphiError(f"data cache {root}: cannot create it ({e.strerror or e}); set cache_dir or DELPHI_CACHE") from None
+    dtype = token_dtype(tokenizer.vocab_size)
+    shards: dict[str, dict[str, Shard]] = {"train": {}, "validation": {}}
+    built: list[str] = []
+    with _Progress(progress) as bar:
+        for dom in mixture.domains:
+            for split in ("train", "validation"):
+                files = expand_sources(getattr(dom, split))
+                key = _shard_key(tokenizer, files, dom.text_field, dtype)
+                out = root / f"{_safe(dom.name)}-{split}-{key[:20]}"
+                if (out / "meta.json").exists():
+                    shard = Shard(out)
+                else:
+                    shard = build_shard(files, tokenizer, out, text_field=dom.text_field, workers=workers,
+                                        skip_bad=skip_bad, progress=bar, description=f"{dom.name}/{split}")
+                    built.append(f"{dom.name}/{split}")
+                skipped = shard.meta.get("skipped_bad", 0)
+                if skipped and not skip_bad and f"{dom.name}/{split}" not in built:
+                    warnings.warn(f"{dom.name}/{split}: this cached shard was prepared with --skip-bad and "
+                                  f"is missing {skipped} bad record(s), e.g. {shard.meta['bad_examples'][0]}",
+                                  stacklevel=2)
+                if shard.num_tokens < 2:
+                    raise DelphiError(f"mixture {mixture.name}: domain {dom.name!r} {split} split has no text")
+                shards[split][dom.name] = shard
+    prepared = PreparedData(data, mixture, tokenizer, shards["train"], shards["validation"], built)
+    if progress:
+        prepared.print_summary()
+    return prepared
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
