@@ -186,7 +186,7 @@ def _heldout_points(suite: Suite) -> list[dict]:
     for r in suite.check_results:
         name = str(r.get("run", ""))
         d = pts.setdefault(name, {"run": name})
-        for k in ("flops", "budget", "forecast", "ci_low", "ci_high", "loo_min", "loo_max", "actual",
+        for k in ("flops", "budget", "seed", "forecast", "ci_low", "ci_high", "loo_min", "loo_max", "actual",
                   "residual_pct"):
             if fmt.num(r.get(k)) is not None:
                 d[k] = float(r[k])
@@ -275,6 +275,7 @@ def loss_law_figure(suite: Suite, view: FitView, colors: dict) -> Any:
             if (~inside).any():
                 ax.plot(cs[~inside], law(cs[~inside]), color="#1f77b4", lw=1.6, ls="--", label="extrapolation")
         shown_f = shown_a = False
+        labelled: dict[float, int] = {}  # seeds of one budget share an x: stack their residual labels
         for p in held:
             c = p.get("flops", p.get("budget"))
             if p.get("forecast") is not None:
@@ -290,7 +291,10 @@ def loss_law_figure(suite: Suite, view: FitView, colors: dict) -> Any:
                            linewidth=0.6, zorder=6, label=None if shown_a else "held-out run (actual)")
                 shown_a = True
                 if p.get("residual_pct") is not None:
-                    ax.annotate(f"{p['residual_pct']:+.2f}%", (c, p["actual"]), xytext=(16, -3),
+                    k = labelled.get(round(math.log10(c), 2), 0)
+                    labelled[round(math.log10(c), 2)] = k + 1
+                    seed = f" (seed {int(p['seed'])})" if p.get("seed") is not None and k + len(held) > 1 else ""
+                    ax.annotate(f"{p['residual_pct']:+.2f}%{seed}", (c, p["actual"]), xytext=(16, -3 - 11 * k),
                                 textcoords="offset points", fontsize=8.5, color="#d62728")
         # Frame the law, the optima and the held-out points; the grid's worst runs (often far above
         # the optima at small budgets) are allowed to fall off the top.
@@ -306,7 +310,8 @@ def loss_law_figure(suite: Suite, view: FitView, colors: dict) -> Any:
         ax.set_xscale("log")
         ax.set_xlabel("training compute C (FLOPs, log)")
         ax.set_ylabel(metric_label(view.metric))
-        ax.set_title("Loss law through the compute-optimal points, extrapolated to the held-out budget")
+        ax.set_title("Loss law through the compute-optimal points"
+                     + (", extrapolated to the held-out budget" if held else ""))
         ax.legend(loc="upper right")
         fig.tight_layout()
     return fig
