@@ -24,7 +24,7 @@ _OPTIMIZERS = {
     "adamw": "AdamW",
     "adamc": "Cautious AdamC",
 }
-_TOKENIZERS = {"llama3": "Llama 3 tokenizer", "embedded-bpe": "Delphi's embedded byte-level BPE"}
+_TOKENIZERS = {"llama3": "Llama 3 tokenizer", "embedded-bpe": "embedded byte-level BPE tokenizer"}
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ def model_card(spec: RunSpec, summary: dict | None = None, *, suite: str | None 
     if ws is not None:
         where.append(f"{int(ws)} process" + ("es" if ws > 1 else ""))
     if threads is not None:
-        where.append(f"{int(threads)} threads")
+        where.append(f"{int(threads)} thread" + ("s" if threads > 1 else ""))
     wall = fmt.num(s.get("wall_time_s"))
     if where or wall is not None:
         hw = ", ".join(where) if where else "hardware not recorded"

@@ -343,9 +343,14 @@ def training_curves_figure(suite: Suite, colors: dict) -> Any:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.0, 4.2), sharey=False)
         seen_budgets: set = set()
         any_eval = False
+        unbudgeted: list = []  # runs outside any IsoFLOP budget get their own colour and legend entry
         for r in sorted(runs, key=lambda r: (r.spec.budget if r.spec and r.spec.budget else 0, r.name)):
             budget = r.spec.budget if r.spec is not None else (r.summary or {}).get("budget")
-            col = color_for(colors, budget)
+            if fmt.num(budget):
+                col = color_for(colors, budget)
+            else:
+                col = plt.get_cmap("tab10")(len(unbudgeted) % 10)
+                unbudgeted.append((r.name, col))
             held = roles.get(r.name) == "heldout" or (r.spec is not None and (r.spec.tags or {}).get("role") == "heldout")
             per_step = r.spec.batch_size * r.spec.shape.seq_len if r.spec is not None else None
             train = [m for m in r.metrics if m.get("kind", "train") == "train" and fmt.num(m.get("loss")) is not None
@@ -390,8 +395,10 @@ def training_curves_figure(suite: Suite, colors: dict) -> Any:
         ax1.set_xlabel("tokens seen (log)")
         ax1.set_ylabel("train loss (nats/token, smoothed)")
         ax1.set_title("Training loss per run")
+        for name, col in unbudgeted[:12]:
+            handles.append(Line2D([], [], color=col, lw=1.4, label=name))
         if handles:
-            ax1.legend(handles=handles, loc="lower left", title="budget")
+            ax1.legend(handles=handles, loc="lower left", title="budget" if not unbudgeted else "run / budget")
         ax2.set_xscale("log")
         ax2.set_xlabel("tokens seen (log)")
         ax2.set_ylabel("validation loss (nats/token, macro)")

@@ -346,7 +346,7 @@ def build_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> di
 
     def figure(key: str, fig, title: str, caption: str) -> list:
         if fig is None:
-            return [Note(f"no data for this figure yet ({title.lower()})", "warn")]
+            return [Note(f"{title}: no data for this figure yet", "warn")]
         path = figdir / f"{key}.png"
         png = plots.save_png(fig, path)
         written[f"figure:{key}"] = path
