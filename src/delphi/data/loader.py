@@ -111,7 +111,7 @@ class PackedLoader:
             if self._epoch[i] == 1:
                 warnings.warn(DataRepeatWarning(
                     f"data: domain {self.domains[i]!r} has used all of its {self._shards[i].num_tokens:,} train "
-                    f"tokens and starts repeating (epoch 2); the run sees repeated data"), stacklevel=3)
+                    f"tokens and starts repeating (epoch 2); the run sees repeated data"), stacklevel=3)  # the caller of next_batch
             perm, off = self._plan(i)
         k = int(perm[self._cursor[i]])
         self._cursor[i] += 1
@@ -128,7 +128,9 @@ class PackedLoader:
         doc_ids = np.empty((self.batch_size, L), dtype=np.int64)
         for i in np.unique(rows):
             idx = np.nonzero(rows == i)[0]
-            starts = np.array([self._next_start(int(i)) for _ in idx], dtype=np.int64)
+            starts = np.empty(len(idx), dtype=np.int64)
+            for j in range(len(idx)):
+                starts[j] = self._next_start(int(i))
             sh = self._shards[i]
             tokens[idx] = _gather(sh.tokens, starts, L)
             doc_ids[idx] = _document_ids(sh.offsets, starts, L)
