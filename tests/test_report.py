@@ -433,3 +433,26 @@ def test_downstream_section(tmp_path):
     for c, a in zip(fc.target_flops, fc.acc_pred):
         assert f"| {fmt.pretty_flops(c)} | {fc.soft_pred[list(fc.target_flops).index(c)]:.4g} |" in md
         assert f"| {100 * a:.1f}% |" in md
+
+
+def test_skipped_and_flagged_buckets_are_explained(full, tmp_path):
+    """A bucket without an optimum (too few runs) and one whose vertex lies off the grid."""
+    import shutil
+
+    root = tmp_path / "suite"
+    shutil.copytree(full[0], root)
+    fit = json.loads((root / "fit.json").read_text())
+    iso = fit["isoflop"]
+    gone = iso["buckets"].pop(0)
+    iso["skipped"] = [{"flops": gone["flops"], "n_runs": 2, "reason": "only 2 runs (a parabola needs 3)"}]
+    iso["buckets"][0]["flags"] = ["vertex_above_range"]
+    iso["allocation"] = None
+    (root / "fit.json").write_text(json.dumps(fit))
+    paths = build_report(root)
+    md = paths["markdown"].read_text()
+    assert f"| {fmt.pretty_flops(gone['flops'])} | 2 | – | – | – | skipped: only 2 runs (a parabola needs 3) |" in md
+    flagged = next(line for line in md.splitlines()
+                   if line.startswith(f"| {fmt.pretty_flops(iso['buckets'][0]['flops'])} |"))
+    assert "optimum beyond the largest token count" in flagged
+    assert "D*(C) =" not in md  # no allocation law to state
+    assert paths["figure:isoflop"].read_bytes().startswith(PNG_MAGIC)

@@ -137,8 +137,9 @@ def isoflop_figure(suite: Suite, view: FitView, colors: dict) -> Any:
                 xs = np.linspace(lo - pad, hi + pad, 200)
                 ax.plot(10**xs, a * xs**2 + b * xs + cc, color=col, lw=1.4, alpha=0.9, zorder=2)
             if bucket is not None and bucket.optimal_tokens and bucket.optimal_loss is not None:
-                ax.scatter([bucket.optimal_tokens], [bucket.optimal_loss], marker="D", s=46, color=col,
-                           edgecolor="black", linewidth=0.9, zorder=4)
+                # Hollow when flagged: the vertex is extrapolated beyond the grid's token range.
+                ax.scatter([bucket.optimal_tokens], [bucket.optimal_loss], marker="D", s=46,
+                           color="white" if bucket.flags else col, edgecolor="black", linewidth=0.9, zorder=4)
         opt = [b for b in view.fitted]
         if len(opt) >= 2:
             o = sorted(opt, key=lambda b: b.flops)

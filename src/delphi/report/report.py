@@ -369,7 +369,8 @@ def build_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> di
     blocks.append(Heading("IsoFLOP curves", 2, "isoflop"))
     blocks += figure("isoflop", plots.isoflop_figure(suite, view, colors), "IsoFLOP curves",
                      f"Each budget's runs, {plots.metric_label(view.metric)}, against training tokens; the parabola "
-                     "fitted in log10 tokens and its vertex (◆, the compute-optimal point). ⚑ marks a flagged bucket."
+                     "fitted in log10 tokens and its vertex (◆, the compute-optimal point). ⚑ and a hollow ◆ mark a flagged "
+                     "bucket, whose vertex lies outside its runs' token range."
                      + (f" Fit source: {view.source}." if view.source else ""))
     if view.buckets:
         blocks.append(_bucket_table(view))
