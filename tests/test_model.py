@@ -247,7 +247,7 @@ def test_tiny_model_trains_on_cpu():
     docs = torch.zeros_like(tokens)
     docs[:, 17:] = 1
     losses = []
-    for _ in range(30):
+    for _ in range(12):
         logits = model(tokens[:, :-1], docs[:, :-1])
         loss = nn.functional.cross_entropy(logits.reshape(-1, 64), tokens[:, 1:].reshape(-1))
         opt.zero_grad()
@@ -257,5 +257,7 @@ def test_tiny_model_trains_on_cpu():
     # Delphi's init gives unit-scale logits (lm_head std 1/sqrt(H) on a normalised state), so the
     # first loss sits a little above log(V).
     assert math.log(64) < losses[0] < math.log(64) + 1.5
-    assert losses[-1] < 0.5 * losses[0]
+    assert all(b < a for a, b in zip(losses, losses[1:]))
+    # Below the motif's unigram entropy (log 5): the model uses context, not just token counts.
+    assert losses[-1] < 1.0
     assert all(math.isfinite(x) for x in losses)
