@@ -166,6 +166,11 @@ def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _md_emph(text: str) -> str:
+    """Caption text inside *…*: literal asterisks (L*, D*) must not end the emphasis."""
+    return str(text).replace("*", "\\*")
+
+
 def _block_md(b: Block) -> str:
     if isinstance(b, Heading):
         return f"{'#' * b.level} {b.text}"
@@ -182,11 +187,11 @@ def _block_md(b: Block) -> str:
                  "|" + "|".join("---:" if n else "---" for n in num) + "|"]
         lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
         if b.caption:
-            lines += ["", f"*{b.caption}*"]
+            lines += ["", f"*{_md_emph(b.caption)}*"]
         return "\n".join(lines)
     if isinstance(b, Figure):
         out = f"![{b.title}]({b.relpath})"
-        return out + (f"\n\n*{b.caption}*" if b.caption else "")
+        return out + (f"\n\n*{_md_emph(b.caption)}*" if b.caption else "")
     if isinstance(b, Code):
         return f"```{b.lang}\n{b.text.rstrip()}\n```"
     if isinstance(b, Details):

@@ -401,10 +401,20 @@ def build_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> di
         ll = view.loss_law
         items = [f"`{ll.text()}`"]
         extra = ll.extra or {}
-        for k in ("objective", "huber_loss", "converged", "n_points", "bootstrap"):
-            if k in extra and not isinstance(extra[k], (dict, list)):
-                items.append(f"{k}: {extra[k]}")
+        if fmt.num(extra.get("n_points")) is not None:
+            items.append(f"fitted on {int(extra['n_points'])} IsoFLOP optima"
+                         + (f"; RMSE {fmt.general(extra['rmse'], 3)}" if fmt.num(extra.get("rmse")) is not None else ""))
+        if fmt.num(extra.get("n_bootstrap")):
+            items.append(f"bootstrap: {int(extra['n_bootstrap'])} resamples, seed {extra.get('seed', '–')}, "
+                         f"{fmt.num(extra.get('confidence')) or 0.95:.0%} percentile intervals")
         blocks.append(Bullets(items))
+        # The fitting area's own warnings about an ill-determined law belong next to the law.
+        if extra.get("converged") is False:
+            blocks.append(Note(f"the loss-law fit did not converge ({extra.get('status', 'no status')}): α sits at "
+                               "the edge of its search range, so the law may be poorly determined", "warn"))
+        if extra.get("E_at_upper_bound"):
+            blocks.append(Note("the fitted asymptote E reached its upper bound (the smallest optimum's loss): the law "
+                               "is flat at the data and its extrapolation is poorly identified", "warn"))
 
     # (4) residuals
     blocks.append(Heading("Residuals", 2, "residuals"))
