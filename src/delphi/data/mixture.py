@@ -154,4 +154,5 @@ def resolve_mixture(name_or_path: str | os.PathLike) -> Mixture:
     if not path.is_file():
         raise DelphiError(f"unknown mixture {key!r}: not 'embedded' or 'shared-corpus', and no mixture file "
                           f"(.toml or .json) at that path")
-    return mixture_from_dict(_load_file(path), base_dir=path.resolve().parent, name=path.stem, source=str(path.resolve()))
+    name = path.resolve().parent.name if path.stem == "mixture" else path.stem  # dir/mixture.toml → "dir"
+    return mixture_from_dict(_load_file(path), base_dir=path.resolve().parent, name=name, source=str(path.resolve()))

@@ -502,12 +502,12 @@ class PreparedData:
 
         console = console or Console(stderr=True)
         t = Table(title=f"mixture {self.mixture.name} · tokenizer {self.tokenizer.name}")
-        for col in ("domain", "split", "weight", "docs", "tokens", "MB", "bytes/token", "skipped", "cache"):
+        for col in ("domain", "split", "weight", "docs", "tokens", "MB", "B/tok", "bad", "cache"):
             t.add_column(col, justify="left" if col in ("domain", "split", "cache") else "right")
         for r in self.summary():
-            t.add_row(r["domain"], r["split"], f"{r['weight']:.3f}", f"{r['docs']:,}", f"{r['tokens']:,}",
-                      f"{r['bytes'] / 1e6:.1f}", f"{r['bytes_per_token']:.2f}", str(r["skipped_bad"]),
-                      "hit" if r["cached"] else "built")
+            t.add_row(r["domain"], "val" if r["split"] == "validation" else r["split"], f"{r['weight']:.3f}",
+                      f"{r['docs']:,}", f"{r['tokens']:,}", f"{r['bytes'] / 1e6:.1f}", f"{r['bytes_per_token']:.2f}",
+                      str(r["skipped_bad"]), "hit" if r["cached"] else "built")
         console.print(t)
         console.print(f"train tokens {self.total_train_tokens:,}; tokens before any domain repeats "
                       f"at these weights: {self.tokens_before_repeat():,}")
@@ -515,6 +515,33 @@ class PreparedData:
 
 def cache_root(spec: DataSpec) -> Path:
     return Path(spec.cache_dir).expanduser() if spec.cache_dir else default_cache_dir()
+
+
+def _plan(data: DataSpec):
+    """(mixture, tokenizer, shard root, [(domain, split, files, shard directory)])."""
+    mixture = resolve_mixture(data.mixture)
+    tokenizer = load_tokenizer(data.tokenizer)
+    root = cache_root(data) / "shards"
+    dtype = token_dtype(tokenizer.vocab_size)
+    items = []
+    for dom in mixture.domains:
+        for split in ("train", "validation"):
+            files = expand_sources(getattr(dom, split))
+            key = _shard_key(tokenizer, files, dom.text_field, dtype)
+            items.append((dom, split, files, root / f"{_safe(dom.name)}-{split}-{key[:20]}"))
+    return mixture, tokenizer, root, items
+
+
+def cached_data(data: DataSpec | None = None) -> PreparedData | None:
+    """The prepared data if every shard is already cached, else None; never tokenises."""
+    data = data or DataSpec()
+    mixture, tokenizer, _, items = _plan(data)
+    if not all((out / "meta.json").exists() for *_, out in items):
+        return None
+    shards: dict[str, dict[str, Shard]] = {"train": {}, "validation": {}}
+    for dom, split, _, out in items:
+        shards[split][dom.name] = Shard(out)
+    return PreparedData(data, mixture, tokenizer, shards["train"], shards["validation"])
 
 
 def prepare_data(data: DataSpec | None = None, progress: bool = True, *, workers: int | None = None,
@@ -525,36 +552,29 @@ def prepare_data(data: DataSpec | None = None, progress: bool = True, *, workers
     and does no tokenising. ``workers`` defaults to the number of CPU cores.
     """
     data = data or DataSpec()
-    mixture = resolve_mixture(data.mixture)
-    tokenizer = load_tokenizer(data.tokenizer)
-    root = cache_root(data) / "shards"
+    mixture, tokenizer, root, items = _plan(data)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DelphiError(f"data cache {root}: cannot create it ({e.strerror or e}); set cache_dir or DELPHI_CACHE") from None
-    dtype = token_dtype(tokenizer.vocab_size)
     shards: dict[str, dict[str, Shard]] = {"train": {}, "validation": {}}
     built: list[str] = []
     with _Progress(progress) as bar:
-        for dom in mixture.domains:
-            for split in ("train", "validation"):
-                files = expand_sources(getattr(dom, split))
-                key = _shard_key(tokenizer, files, dom.text_field, dtype)
-                out = root / f"{_safe(dom.name)}-{split}-{key[:20]}"
-                if (out / "meta.json").exists():
-                    shard = Shard(out)
-                else:
-                    shard = build_shard(files, tokenizer, out, text_field=dom.text_field, workers=workers,
-                                        skip_bad=skip_bad, progress=bar, description=f"{dom.name}/{split}")
-                    built.append(f"{dom.name}/{split}")
-                skipped = shard.meta.get("skipped_bad", 0)
-                if skipped and not skip_bad and f"{dom.name}/{split}" not in built:
-                    warnings.warn(f"{dom.name}/{split}: this cached shard was prepared with --skip-bad and "
-                                  f"is missing {skipped} bad record(s), e.g. {shard.meta['bad_examples'][0]}",
-                                  stacklevel=2)
-                if shard.num_tokens < 2:
-                    raise DelphiError(f"mixture {mixture.name}: domain {dom.name!r} {split} split has no text")
-                shards[split][dom.name] = shard
+        for dom, split, files, out in items:
+            if (out / "meta.json").exists():
+                shard = Shard(out)
+            else:
+                shard = build_shard(files, tokenizer, out, text_field=dom.text_field, workers=workers,
+                                    skip_bad=skip_bad, progress=bar, description=f"{dom.name}/{split}")
+                built.append(f"{dom.name}/{split}")
+            skipped = shard.meta.get("skipped_bad", 0)
+            if skipped and not skip_bad and f"{dom.name}/{split}" not in built:
+                warnings.warn(f"{dom.name}/{split}: this cached shard was prepared with --skip-bad and "
+                              f"is missing {skipped} bad record(s), e.g. {shard.meta['bad_examples'][0]}",
+                              stacklevel=2)
+            if shard.num_tokens < 2:
+                raise DelphiError(f"mixture {mixture.name}: domain {dom.name!r} {split} split has no text")
+            shards[split][dom.name] = shard
     prepared = PreparedData(data, mixture, tokenizer, shards["train"], shards["validation"], built)
     if progress:
         prepared.print_summary()
