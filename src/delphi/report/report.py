@@ -18,12 +18,7 @@ from typing import Any
 
 from delphi.report import fmt
 from delphi.report.document import Bullets, Code, Details, Figure, Heading, Note, Para, Table, to_html, to_markdown
-from delphi.report.suite import RunData, Suite, load_suite, ok_mask
-
-
-def _round_budget_key(x: Any) -> float:
-    v = fmt.num(x)
-    return float(f"{v:.3g}") if v else 0.0
+from delphi.report.suite import Suite, load_suite, ok_mask
 
 
 # ---- sections --------------------------------------------------------------------------------

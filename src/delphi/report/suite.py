@@ -8,7 +8,6 @@ unreadable piece becomes a `notes` line that the report shows, instead of an exc
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,14 +106,6 @@ def _read_jsonl(path: Path, what: str, notes: list[str]) -> list[dict]:
     if bad:
         notes.append(f"{what} ({path.parent.name}/{path.name}): {bad} unreadable line(s) skipped")
     return out
-
-
-def _finite(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def _table_from_summaries(runs: dict[str, RunData]):
