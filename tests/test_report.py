@@ -456,3 +456,14 @@ def test_skipped_and_flagged_buckets_are_explained(full, tmp_path):
     assert "optimum beyond the largest token count" in flagged
     assert "D*(C) =" not in md  # no allocation law to state
     assert paths["figure:isoflop"].read_bytes().startswith(PNG_MAGIC)
+
+
+def test_report_command_imports_nothing_heavy():
+    """`delphi` discovers every command at start-up: ours must not pull matplotlib/pandas/torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, delphi.commands.report, delphi.report; "
+            "print(sorted(m for m in ('matplotlib', 'pandas', 'torch', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
