@@ -1,0 +1,220 @@
+"""The trainer end to end on a tiny model and the embedded data: run directory, summary schema,
+evaluation arithmetic, HF export, re-runs, corrupt checkpoints, divergence, the CLI."""
+
+import json
+import math
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from delphi.config import DataSpec, ModelShape, OptimizerHParams, RunSpec
+from delphi.errors import DelphiError
+from delphi.train import checkpoint as ckpt
+from delphi.train import train_run
+from delphi.train.trainer import DivergenceGuard, resolve_compile, resolve_precision
+
+SUMMARY_KEYS = {"name", "status", "reason", "budget", "seed", "recipe", "hidden_size", "num_layers", "batch_size",
+                "train_steps", "learning_rate", "params", "tokens", "flops", "loss", "bpb", "eval",
+                "final_train_loss", "wall_time_s", "tokens_per_s", "mfu", "epochs", "code_version", "tags"}
+
+
+def tiny_spec(**overrides) -> RunSpec:
+    """A model small enough that a few steps take well under a second on one core."""
+    shape = ModelShape(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=2, head_dim=16,
+                       intermediate_size=128, vocab_size=4096, seq_len=32)
+    fields = dict(name="tiny", shape=shape, optimizer=OptimizerHParams(lr=0.02, adam_lr=0.01),
+                  batch_size=4, train_steps=10, data=DataSpec(), eval_every=4, eval_windows_per_domain=3,
+                  checkpoint_every=4, precision="fp32", compile="off", tags={"suite": "test"})
+    fields.update(overrides)
+    return RunSpec(**fields)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    # Same intra-op thread count everywhere keeps float reductions (and so runs) reproducible.
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("DELPHI_THREADS", "1")
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    threads = torch.get_num_threads()
+    with warnings.catch_warnings(), pytest.MonkeyPatch.context() as mp:
+        warnings.simplefilter("ignore")
+        mp.setenv("DELPHI_THREADS", "1")  # module fixtures run before the autouse one
+        summary = train_run(tiny_spec(), out, progress=False)
+    torch.set_num_threads(threads)
+    return out, summary
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_run_directory_and_summary_schema(finished_run):
+    out, s = finished_run
+    spec = tiny_spec()
+    for name in ("run.json", "metrics.jsonl", "summary.json", "hf/config.json", "hf/model.safetensors",
+                 "hf/tokenizer.json"):
+        assert (out / name).exists(), name
+    assert RunSpec.from_json((out / "run.json").read_text()) == spec
+    assert json.loads((out / "summary.json").read_text()) == s
+    assert SUMMARY_KEYS <= set(s)
+    assert s["status"] == "completed" and s["reason"] is None
+    assert s["tokens"] == 10 * 4 * 32
+    assert s["params"] == spec.shape.num_params
+    assert s["flops"] == pytest.approx(3 * spec.shape.flops_per_token * s["tokens"])
+    assert s["tags"] == {"suite": "test"} and s["seed"] == 0 and s["hidden_size"] == 32
+    assert s["tokens_per_s"] > 0 and s["wall_time_s"] > 0 and 0 < s["mfu"] < 1
+    assert set(s["epochs"]) and all(v > 0 for v in s["epochs"].values())
+
+
+def test_eval_macro_micro_and_bpb_arithmetic(finished_run):
+    out, s = finished_run
+    ev = s["eval"]
+    doms = ev["domains"]
+    assert len(doms) >= 2
+    assert s["loss"] == ev["macro_loss"] and s["bpb"] == ev["macro_bpb"]
+    assert ev["macro_loss"] == pytest.approx(sum(d["loss"] for d in doms.values()) / len(doms))
+    assert ev["macro_bpb"] == pytest.approx(sum(d["bpb"] for d in doms.values()) / len(doms))
+    tok = sum(d["tokens"] for d in doms.values())
+    assert ev["micro_loss"] == pytest.approx(sum(d["loss"] * d["tokens"] for d in doms.values()) / tok)
+    for d in doms.values():
+        assert d["tokens"] == 3 * 32  # windows × seq_len
+        assert d["bpb"] == pytest.approx(d["loss"] * d["tokens"] / d["bytes"] / math.log(2))
+    # The model learned something in 8 steps (Delphi's init starts near ln(4096) + 0.5 = 8.8).
+    first = next(r for r in _metrics(out) if r["kind"] == "train")
+    assert ev["macro_loss"] < first["loss"] - 0.2
+
+
+def test_metrics_rows_and_periodic_eval(finished_run):
+    out, _ = finished_run
+    rows = _metrics(out)
+    train = [r for r in rows if r["kind"] == "train"]
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert [r["step"] for r in train] == list(range(1, 11))
+    assert [r["step"] for r in evals] == [4, 8, 10]
+    # WSD with N = 10: w = 1 (the first update at lr 0), d = 2 (the last update at peak/2).
+    assert [r["lr_factor"] for r in train] == [0.0] + [1.0] * 8 + [0.5]
+    assert train[0]["lr"] == 0.0 and train[1]["lr"] == 0.02
+    assert set(train[0]["grad_norm"]) == {"adamh", "adam"}
+    assert train[-1]["tokens"] == 10 * 4 * 32
+    assert train[-1]["flops"] == pytest.approx(3 * tiny_spec().shape.flops_per_token * 10 * 4 * 32)
+
+
+def test_hf_export_matches_final_checkpoint(finished_run):
+    from delphi.model.hf import load_hf
+
+    out, _ = finished_run
+    model = load_hf(out / "hf")
+    step, payload = ckpt.latest_valid(out / "checkpoints")
+    assert step == 10
+    for name, t in model.state_dict().items():
+        assert torch.equal(t, payload["model"][name]), name
+
+
+def test_rerun_returns_finished_summary_and_refuses_a_different_spec(finished_run):
+    out, s = finished_run
+    before = (out / "metrics.jsonl").read_text()
+    assert train_run(tiny_spec(), out, progress=False) == s
+    assert (out / "metrics.jsonl").read_text() == before  # nothing retrained
+    with pytest.raises(DelphiError, match="different run"):
+        train_run(tiny_spec(seed=1), out, progress=False)
+
+
+def test_corrupt_newest_checkpoint_is_skipped_and_resume_reproduces_the_run(finished_run, tmp_path):
+    out, s = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "summary.json").unlink()
+    shutil.rmtree(copy / "hf")
+    assert sorted(p.name for p in (copy / "checkpoints").iterdir()) == ["step-00000008", "step-00000010"]
+    newest = copy / "checkpoints" / "step-00000010" / "rank-0.pt"
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # flip one byte: same size, wrong checksum
+    newest.write_bytes(bytes(data))
+    with pytest.warns(RuntimeWarning, match="step-00000010.*checksum"):
+        s2 = train_run(tiny_spec(), copy, progress=False)
+    assert s2["status"] == "completed"
+    assert s2["loss"] == s["loss"] and s2["final_train_loss"] == s["final_train_loss"]
+    from safetensors.torch import load_file
+
+    a, b = load_file(out / "hf" / "model.safetensors"), load_file(copy / "hf" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # Metrics after the resumed-from step were rewritten, not duplicated.
+    assert [r["step"] for r in _metrics(copy) if r["kind"] == "train"] == list(range(1, 11))
+
+
+def test_checkpoint_verification_detects_truncation_and_missing_manifest(tmp_path):
+    root = tmp_path / "ck"
+    ckpt.write_rank_file(root, 3, 0, {"w": torch.arange(1000)})
+    ckpt.commit(root, 3, 1)
+    d = root / "step-00000003"
+    assert ckpt.verify(d, 1) is None
+    assert "processes" in ckpt.verify(d, 2)
+    f = d / "rank-0.pt"
+    f.write_bytes(f.read_bytes()[:-100])
+    assert "truncated" in ckpt.verify(d, 1)
+    # An interrupted save (no rename) is never a candidate and is cleaned up.
+    ckpt.write_rank_file(root, 5, 0, {"w": 1})
+    assert [s for s, _ in ckpt.candidates(root)] == [3]
+    with pytest.warns(RuntimeWarning, match="truncated"):
+        assert ckpt.latest_valid(root) is None
+    ckpt.clean_partial(root)
+    assert not (root / "step-00000005.tmp").exists()
+
+
+def test_divergence_stops_the_run_with_status_diverged(tmp_path):
+    spec = tiny_spec(name="boom", optimizer=OptimizerHParams(name="adamw", lr=1e30, max_grad_norm=0.0,
+                                                             warmup_fraction=0.0),
+                     train_steps=40, eval_every=0, checkpoint_every=0)
+    s = train_run(spec, tmp_path / "boom", progress=False)
+    assert s["status"] == "diverged"
+    assert s["reason"] and ("non-finite" in s["reason"] or "running minimum" in s["reason"])
+    assert s["steps_done"] < 40
+    assert json.loads((tmp_path / "boom" / "summary.json").read_text())["status"] == "diverged"
+    assert not (tmp_path / "boom" / "hf").exists()
+
+
+def test_divergence_guard_rules():
+    g = DivergenceGuard("loss", ratio=1.5, patience=2)
+    assert g.observe(4.0) is None and g.observe(3.0) is None
+    assert g.observe(5.0) is None  # one bad check is a spike, not divergence
+    assert g.observe(3.1) is None  # recovered: the count resets
+    assert g.observe(5.0) is None
+    assert "running minimum" in g.observe(6.0)
+    assert "non-finite" in DivergenceGuard("loss").observe(float("nan"))
+
+
+def test_precision_and_compile_resolution(monkeypatch):
+    spec = tiny_spec()
+    assert resolve_precision("fp32", "cpu") is None
+    assert resolve_precision("bf16", "cpu") == torch.bfloat16
+    monkeypatch.delenv("DELPHI_CPU_BF16", raising=False)
+    assert resolve_precision("auto", "cpu") is None
+    from delphi.train.distributed import DistInfo
+
+    assert resolve_compile("on", "cpu", spec, DistInfo()) is True
+    assert resolve_compile("off", "cuda", spec, DistInfo()) is False
+    assert resolve_compile("auto", "cpu", spec, DistInfo()) is False  # a seconds-long run: not worth compiling
+
+
+def test_cli_trains_a_spec_file_and_reports_bad_input(tmp_path, capsys):
+    from delphi.cli import main
+
+    path = tmp_path / "spec.json"
+    path.write_text(tiny_spec(name="cli", eval_every=0, checkpoint_every=0).to_json())
+    rc = main(["train", str(path), "--out", str(tmp_path / "cli"), "--steps", "3", "--quiet"])
+    assert rc == 0
+    s = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    assert s["status"] == "completed" and s["train_steps"] == 3 and s["tokens"] == 3 * 4 * 32
+    assert "cli: completed" in capsys.readouterr().out
+    assert main(["train", str(tmp_path / "nope.json"), "--out", str(tmp_path / "x")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["train", "--budget", "1e18", "--out", str(tmp_path / "x")]) == 2
