@@ -111,7 +111,7 @@ def plot_loss_law(law, path, targets=(), pure=None, metric: str = "loss") -> Pat
 
 
 def plot_parametric(fit, N, D, L, path, metric: str = "loss") -> Path:
-    """Left: loss vs tokens per model size with the fitted L(N, D). Right: log residuals vs 6ND."""
+    """Left: loss vs tokens (coloured by model size) with L(N, D) at five sizes. Right: log residuals vs 6ND."""
     plt = _plt()
     N, D, L = (np.asarray(v, dtype=float) for v in (N, D, L))
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5))
@@ -124,9 +124,8 @@ def plot_parametric(fit, N, D, L, path, metric: str = "loss") -> Path:
         dd = np.geomspace(D.min(), D.max(), 100)
         ax.plot(dd, fit.predict(10 ** q, dd), color=cmap((q - lnmin) / max(lnmax - lnmin, 1e-12)), lw=1)
     ax.set_xscale("log")
-    ax.set_yscale("log")
     ax.set_xlabel("training tokens D (log scale)")
-    ax.set_ylabel(f"{metric} (log scale)")
+    ax.set_ylabel(f"{metric}")
     ax.set_title(f"L = {fit.E:.3g} + {fit.A:.3g}/N^{fit.alpha:.3f} + {fit.B:.3g}/D^{fit.beta:.3f}")
     ax2.axhline(0, color="grey", lw=0.8)
     ax2.scatter(C, np.log(L) - np.log(fit.predict(N, D)), s=10, color="k")
