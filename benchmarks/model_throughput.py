@@ -8,6 +8,10 @@ next token, backward (no optimizer step). Variants are timed round-robin, `--rep
 the median is reported, so background load hits all of them alike. Ratios are against transformers
 measured in the same run. With `--markdown` the table is printed ready to append to RESULTS.md.
 
+Reported twice: tokens per wall-clock second, and tokens per CPU-second of this process. With one
+thread the CPU-time figure is the compute actually spent, so its ratio is the one to trust on a
+shared machine, where wall time also counts the time other jobs held the core.
+
 `--threads` defaults to 1: on a shared, oversubscribed CPU box, OpenMP regions with more threads
 than free cores stall at every barrier (each op waits for a descheduled thread), which measured
 4x slower than one thread here and drowns the model differences in scheduler noise.
@@ -48,14 +52,15 @@ def step_fn(model, hf: bool, docs: bool):
     return step
 
 
-def time_steps(step, params, batch, steps: int) -> float:
+def time_steps(step, params, batch, steps: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) for `steps` steps."""
     ids, targets, docs = batch
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
         for p in params:
             p.grad = None
         step(ids, targets, docs)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def run_shape(name: str, shape: ModelShape, batch_size: int, steps: int, repeats: int, compile_: bool) -> dict:
@@ -102,9 +107,10 @@ def run_shape(name: str, shape: ModelShape, batch_size: int, steps: int, repeats
     for _ in range(repeats):
         for k, (step, params) in variants.items():
             times[k].append(time_steps(step, params, batch, steps))
-    tokens_per_step = batch_size * shape.seq_len
-    result = {k: tokens_per_step * steps / statistics.median(v) for k, v in times.items()}
-    return {"name": name, "batch_size": batch_size, "tok_s": result, "compile_s": compile_s}
+    tokens = batch_size * shape.seq_len * steps
+    wall = {k: tokens / statistics.median(w for w, _ in v) for k, v in times.items()}
+    cpu = {k: tokens / statistics.median(c for _, c in v) for k, v in times.items()}
+    return {"name": name, "batch_size": batch_size, "tok_s": wall, "tok_cpu_s": cpu, "compile_s": compile_s}
 
 
 def main(argv=None):
@@ -127,17 +133,19 @@ def main(argv=None):
         out.append(r)
         print(f"# {name}: batch {r['batch_size']}x{shape.seq_len}, params {shape.num_params:,}", file=sys.stderr)
         for k, v in r["tok_s"].items():
-            print(f"  {k:45s} {v:10.0f} tok/s", file=sys.stderr)
+            print(f"  {k:45s} {v:10.0f} tok/s  {r['tok_cpu_s'][k]:10.0f} tok/CPU-s", file=sys.stderr)
 
     if args.markdown:
         print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
               f"{torch.get_num_threads()} threads, fp32, forward+backward, median of {args.repeats} x {args.steps} steps\n")
-        print("| shape | variant | tokens/s | ratio vs transformers |")
-        print("|---|---|---:|---:|")
+        print("| shape | variant | tokens/s (wall) | ratio | tokens per CPU-second | ratio |")
+        print("|---|---|---:|---:|---:|---:|")
+        base_name = "transformers Qwen3ForCausalLM (sdpa)"
         for r in out:
-            base = r["tok_s"]["transformers Qwen3ForCausalLM (sdpa)"]
+            bw, bc = r["tok_s"][base_name], r["tok_cpu_s"][base_name]
             for k, v in r["tok_s"].items():
-                print(f"| {r['name']} (batch {r['batch_size']}) | {k} | {v:,.0f} | {v / base:.2f}x |")
+                c = r["tok_cpu_s"][k]
+                print(f"| {r['name']} (batch {r['batch_size']}) | {k} | {v:,.0f} | {v / bw:.2f}x | {c:,.0f} | {c / bc:.2f}x |")
             if r["compile_s"] is not None:
                 print(f"| {r['name']} | torch.compile time (fwd+bwd, both variants) | {r['compile_s']:.0f} s | |")
 
