@@ -155,5 +155,14 @@ def test_power_law_and_errors():
         one.predict(1e21)
     with pytest.raises(DelphiError, match="at least two usable buckets"):
         one.penalty()
-    with pytest.raises(DelphiError, match="no column 'bpb'"):
+    with pytest.raises(DelphiError, match="missing column.*'bpb'"):
         fit_isoflop(grid(), metric="bpb")
+    bad = grid()
+    bad.loc[4, "loss"] = np.nan
+    with pytest.raises(DelphiError, match="row 5.*column 'loss' is missing"):
+        fit_isoflop(bad)
+    # Runs that did not complete are dropped and counted, as when loading a table.
+    t = grid()
+    t["status"] = ["diverged"] + ["completed"] * (len(t) - 1)
+    iso = fit_isoflop(t)
+    assert iso.excluded == {"diverged": 1} and iso.buckets[0].n_runs == 6

@@ -112,15 +112,15 @@ def test_errors():
         fit_loss_law(C, -law(C, *TRUE))
     with pytest.raises(DelphiError, match="does not decrease"):
         fit_loss_law(C, 1 + 1e-3 * np.log(C), bootstrap=0)
-    with pytest.raises(DelphiError, match="bootstrap needs at least 4"):
-        fit_loss_law(C[:3], law(C[:3], *TRUE))
+    with pytest.raises(DelphiError, match="bootstrap must be >= 0"):
+        fit_loss_law(C, law(C, *TRUE), bootstrap=-1)
     with pytest.raises(DelphiError, match="same compute"):
         fit_loss_law([1e19] * 4, [3.0, 2.9, 3.1, 3.0])
     with pytest.raises(DelphiError, match="3 compute values but 2"):
         fit_loss_law(C[:3], [1.0, 2.0])
-    three = fit_loss_law(C[:3], law(C[:3], *TRUE), bootstrap=0)
-    with pytest.raises(DelphiError, match="bootstrap"):
-        three.interval(1e21)
-    with pytest.raises(DelphiError, match="leave-one-out"):
-        three.loo(1e21)
+    # Three points: the law is fitted exactly, but there is nothing to resample or leave out.
+    three = fit_loss_law(C[:3], law(C[:3], *TRUE))
+    assert (three.E, three.A, three.alpha) == pytest.approx(TRUE, rel=1e-5)
+    assert three.bootstrap_params is None and "at least 4" in three.note and "leave-one-out" in three.note
+    assert np.isnan(three.interval(1e21)).all() and np.isnan(three.loo([1e21, 1e22])).all()
     assert three.predictions([1e21])[0]["ci_low"] is None

@@ -217,6 +217,7 @@ def run_loss_law(args) -> int:
     if penalty is not None:
         d["off_optimal"] = {**penalty.to_dict(), "table": penalty.table(overtrain, targets or [max(C)], law)}
     note = excluded_note(table) if table is not None else ""
+    _note(law.note or "")
     if args.json:
         _print_json(d)
         _note(note)

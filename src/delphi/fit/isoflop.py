@@ -272,10 +272,15 @@ class IsoFlopFit:
 
 def fit_isoflop(table, metric: str = "loss", *, huber_delta: float | None = None,
                 exclude_flagged: bool = False) -> IsoFlopFit:
-    """Fit every compute bucket of a runs table (see `runs_table.load_runs_table`)."""
-    for col in ("flops", "params", "tokens", metric):
-        if col not in table.columns:
-            raise DelphiError(f"isoflop: runs table has no column {col!r}")
+    """Fit every compute bucket of a runs table (see `runs_table.load_runs_table`).
+
+    A DataFrame that did not come from `load_runs_table` with this metric is validated here the
+    same way (non-completed runs dropped, bad values reported by row and column).
+    """
+    from delphi.fit.runs_table import validate_table
+
+    if getattr(table, "attrs", {}).get("metric") != metric:
+        table = validate_table(table, metric=metric, where="isoflop")
     budget = table["budget"].to_numpy(dtype=float) if "budget" in table.columns else None
     labels = bucket_flops(table["flops"].to_numpy(dtype=float), budget)
     keys = np.array([float(f"{k:.6g}") for k in labels])  # group across float noise in declared budgets

@@ -104,6 +104,7 @@ class LossLaw:
     bootstrap_params: np.ndarray | None = field(default=None, repr=False)  # [n_boot, 3] (E, A, alpha)
     loo_params: np.ndarray | None = field(default=None, repr=False)  # [n_points, 3], row i drops point i
     seed: int = 0
+    note: str | None = None  # why intervals are unavailable, when they are
 
     def predict(self, C) -> np.ndarray:
         C = np.asarray(C, dtype=float)
@@ -115,15 +116,22 @@ class LossLaw:
         return E + A * C[None] ** (-al)
 
     def interval(self, C) -> tuple[np.ndarray, np.ndarray]:
-        """Bootstrap percentile interval of the prediction at C (2.5/97.5% for confidence 0.95)."""
+        """Bootstrap percentile interval of the prediction at C (2.5/97.5% for confidence 0.95).
+
+        NaN when the law has no bootstrap resamples (bootstrap=0, or fewer than 4 distinct points;
+        `note` says which).
+        """
         if self.bootstrap_params is None:
-            raise DelphiError("loss law: no bootstrap resamples; fit with bootstrap > 0 for intervals")
+            nan = np.full(np.shape(C), np.nan)
+            return nan, nan.copy()
         return bs.percentile_interval(self._predict_rows(self.bootstrap_params, C), self.confidence, axis=0)
 
     def loo(self, C) -> tuple[np.ndarray, np.ndarray]:
-        """(min, max) of the prediction at C over the fits that each leave one point out."""
+        """(min, max) of the prediction at C over the fits that each leave one point out (NaN with
+        too few points to leave one out)."""
         if self.loo_params is None:
-            raise DelphiError(f"loss law: leave-one-out needs at least {self.n_params + 1} points, got {self.n_points}")
+            nan = np.full(np.shape(C), np.nan)
+            return nan, nan.copy()
         p = self._predict_rows(self.loo_params, C)
         return np.nanmin(p, axis=0), np.nanmax(p, axis=0)
 
@@ -150,7 +158,7 @@ class LossLaw:
              "n_points": self.n_points, "converged": self.converged, "status": self.status,
              "E_at_upper_bound": self.E_at_upper_bound, "confidence": self.confidence,
              "n_bootstrap": 0 if self.bootstrap_params is None else int(len(self.bootstrap_params)),
-             "seed": self.seed, "points": [{"flops": c, "loss": v} for c, v in zip(self.flops, self.values)]}
+             "seed": self.seed, "note": self.note, "points": [{"flops": c, "loss": v} for c, v in zip(self.flops, self.values)]}
         if predict_at is not None:
             d["predictions"] = self.predictions(predict_at)
         return d
@@ -173,7 +181,8 @@ def fit_loss_law(flops, loss, *, bootstrap: int = 2000, seed: int = 0, confidenc
     """Fit L(C) = E + A·C^(-alpha) (or A·C^(-alpha) with asymptote=False) to (compute, metric) points.
 
     bootstrap: resamples with replacement (each with >= 4 distinct points), refitted in one batch;
-    0 disables intervals. Leave-one-out refits are computed whenever there are enough points.
+    0 disables intervals. With fewer than 4 points there are no resamples: the law is still fitted,
+    its intervals are NaN and `note` says why. Leave-one-out refits need more points than parameters.
     """
     C, y = _check(flops, loss)
     n_params = 3 if asymptote else 2
@@ -194,17 +203,21 @@ def fit_loss_law(flops, loss, *, bootstrap: int = 2000, seed: int = 0, confidenc
     def to_flops_units(E, A0, al):  # A·C^-alpha = A0·(C/C0)^-alpha
         return np.stack([E, A0 * c0 ** al, al], axis=1)
 
-    boot = None
-    if bootstrap:
-        if len(np.unique(C)) < MIN_BOOTSTRAP_POINTS:
-            raise DelphiError(f"loss law: bootstrap needs at least {MIN_BOOTSTRAP_POINTS} distinct points, got "
-                              f"{len(np.unique(C))}; pass bootstrap=0 (--bootstrap 0) to fit without intervals")
+    boot, notes = None, []
+    if bootstrap < 0:
+        raise DelphiError(f"loss law: bootstrap must be >= 0, got {bootstrap}")
+    if bootstrap and len(y) < MIN_BOOTSTRAP_POINTS:
+        notes.append(f"no bootstrap intervals: resamples need at least {MIN_BOOTSTRAP_POINTS} distinct points "
+                     f"and there are {len(y)}")
+    elif bootstrap:
         W = bs.resample_weights(len(y), bootstrap, seed=seed, min_distinct=MIN_BOOTSTRAP_POINTS).astype(float)
         boot = to_flops_units(*_fit_rows(logc, y, W, asymptote)[:3])
     loo = None
     if len(y) > n_params:
         W = 1.0 - np.eye(len(y))
         loo = to_flops_units(*_fit_rows(logc, y, W, asymptote)[:3])
+    else:
+        notes.append(f"no leave-one-out spread: it needs more than {n_params} points")
 
     e_max = float(y.min() * (1 - 1e-9))
     E_top = bool(asymptote and E[0] >= e_max * (1 - 1e-12))
@@ -214,4 +227,4 @@ def fit_loss_law(flops, loss, *, bootstrap: int = 2000, seed: int = 0, confidenc
                    rmse=float(math.sqrt(sse[0] / len(y))), n_points=len(y), asymptote=asymptote,
                    converged=not bool(at_bound[0]), status=status, E_at_upper_bound=E_top,
                    flops=tuple(map(float, C)), values=tuple(map(float, y)), confidence=confidence,
-                   bootstrap_params=boot, loo_params=loo, seed=seed)
+                   bootstrap_params=boot, loo_params=loo, seed=seed, note="; ".join(notes) or None)
