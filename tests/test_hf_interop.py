@@ -146,6 +146,10 @@ def test_bf16_export_round_trip_and_reexport_cleans_old_shards(tmp_path):
     back = load_hf(tmp_path, dtype=torch.bfloat16)
     assert back.lm_head.weight.dtype == torch.bfloat16
     assert torch.equal(back.lm_head.weight, model.lm_head.weight.to(torch.bfloat16))
+    ids = torch.randint(0, 61, (2, 48), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref, out = model(ids), back(ids)
+    assert out.dtype == torch.bfloat16 and max_diff(out.float(), ref) < 0.05 * ref.abs().max().item()
     again = tmp_path / "again"
     export_hf(back, None, again)
     assert (again / "model.safetensors").read_bytes() == (tmp_path / "model.safetensors").read_bytes()

@@ -235,6 +235,19 @@ def test_bf16_autocast_forward_backward():
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
+def test_bf16_weights_forward():
+    """A model cast to bf16 (as an evaluation may load it) runs with and without document ids."""
+    torch.manual_seed(0)
+    model = Qwen3(tiny(num_kv_heads=2))
+    ids = torch.randint(0, 97, (2, 16))
+    ref = model(ids)
+    model.to(torch.bfloat16)
+    for docs in (None, torch.zeros_like(ids)):
+        out = model(ids, docs)
+        assert out.dtype == torch.bfloat16
+        assert (out.float() - ref).abs().max() < 0.05 * ref.abs().max() + 0.02
+
+
 def test_tiny_model_trains_on_cpu():
     torch.manual_seed(0)
     shape = tiny(num_kv_heads=2, vocab_size=64)

@@ -72,10 +72,15 @@ def rope_tables(shape: ModelShape, seq_len: int, device=None) -> tuple[torch.Ten
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x [B, heads, T, d] by position; cos/sin are [T, d]."""
-    x1, x2 = x.chunk(2, dim=-1)
+    """Rotate x [B, heads, T, d] by position; cos/sin are [T, d]. Returned in x's dtype.
+
+    The rotation is done in float32 (a no-op for float32 models): precise for bf16 weights or
+    autocast, and q, k and v then reach SDPA in the same dtype.
+    """
+    xf = x.float()
+    x1, x2 = xf.chunk(2, dim=-1)
     rotated = torch.cat((-x2, x1), dim=-1)
-    return x * cos + rotated * sin
+    return (xf * cos.float() + rotated * sin.float()).type_as(x)
 
 
 # ---- modules -------------------------------------------------------------------------------
