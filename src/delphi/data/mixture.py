@@ -21,7 +21,7 @@ Hugging Face dataset when online (never used in tests). Weights are normalised t
 Built-in names: ``"embedded"`` (the corpus shipped in the package, see
 ``embedded/mixture.toml``) and ``"shared-corpus"`` (the larger three-domain corpus the embedded
 one was cut from, found through ``$DELPHI_CORPUS_DIR`` or a ``shared/data/corpus`` directory
-beside the repository; same weights as ``"embedded"``).
+beside the repository; weights in ``embedded/shared-corpus.toml``).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from delphi.errors import DelphiError
 
 EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
 EMBEDDED_MIXTURE = EMBEDDED_DIR / "mixture.toml"
+SHARED_MIXTURE = EMBEDDED_DIR / "shared-corpus.toml"  # file names relative to the corpus directory
 _DOMAIN_KEYS = {"weight", "train", "validation", "text_field"}
 
 
@@ -148,7 +149,7 @@ def resolve_mixture(name_or_path: str | os.PathLike) -> Mixture:
         if corpus is None:
             raise DelphiError("mixture 'shared-corpus': no shared/data/corpus directory found; "
                               "set DELPHI_CORPUS_DIR to the directory holding prose-train.jsonl.xz")
-        d = _load_file(EMBEDDED_MIXTURE)  # same domains, weights and file names as the embedded cut
+        d = _load_file(SHARED_MIXTURE)
         return mixture_from_dict(d, base_dir=corpus, name="shared-corpus", source=str(corpus))
     path = Path(key).expanduser()
     if not path.is_file():

@@ -269,6 +269,38 @@ def _worker_encode(texts: list[str], dtype_name: str) -> tuple[np.ndarray, np.nd
     return _encode_texts(_WORKER_TOKENIZER, texts, np.dtype(dtype_name))
 
 
+class WorkerPool:
+    """Tokeniser processes, started on first use and shared by every shard of one prepare call
+    (starting spawned workers costs seconds on a busy machine; pay it once)."""
+
+    def __init__(self, tokenizer: Tokenizer, workers: int):
+        self.tokenizer, self.workers, self._pool = tokenizer, workers, None
+
+    def get(self):
+        if self._pool is None:
+            import multiprocessing as mp
+
+            # spawn, not fork: the caller may be a multi-threaded trainer (torch, rayon pools).
+            self._pool = mp.get_context("spawn").Pool(self.workers, initializer=_worker_init,
+                                                      initargs=(self.tokenizer.spec(),))
+        return self._pool
+
+    def close(self, error: bool = False) -> None:
+        if self._pool is not None:
+            if error:
+                self._pool.terminate()
+            else:
+                self._pool.close()
+            self._pool.join()
+            self._pool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        self.close(error=exc_type is not None)
+
+
 def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 65536 else np.dtype(np.uint32)
 
@@ -355,7 +387,7 @@ class _Progress:
 
 def build_shard(files: list[str], tokenizer: Tokenizer, out_dir: Path, *, text_field: str = "text",
                 workers: int | None = None, skip_bad: bool = False, progress: _Progress | None = None,
-                description: str = "") -> Shard:
+                description: str = "", pool: WorkerPool | None = None) -> Shard:
     """Tokenise ``files`` into a shard at ``out_dir`` (atomically: temp directory + rename)."""
     dtype = token_dtype(tokenizer.vocab_size)
     workers = max(1, int(workers or os.cpu_count() or 1))
@@ -372,13 +404,11 @@ def build_shard(files: list[str], tokenizer: Tokenizer, out_dir: Path, *, text_f
     bad = BadInput()
     lengths_all: list[np.ndarray] = []
     doc_bytes: list[int] = []
-    pool = None
+    own_pool = None
+    parallel = workers > 1 and total_in > SMALL_INPUT_BYTES
+    if parallel and pool is None:
+        pool = own_pool = WorkerPool(tokenizer, workers)
     try:
-        if workers > 1 and total_in > SMALL_INPUT_BYTES:
-            import multiprocessing as mp
-
-            # spawn, not fork: the caller may be a multi-threaded trainer (torch, rayon pools).
-            pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(tokenizer.spec(),))
         with open(tmp / "tokens.bin", "wb") as out:
             pending: deque = deque()
 
@@ -393,10 +423,10 @@ def build_shard(files: list[str], tokenizer: Tokenizer, out_dir: Path, *, text_f
                                 mbps=state["text_bytes"] / elapsed / 1e6)
 
             def submit(texts):
-                if pool is None:
+                if not parallel:
                     write(_encode_texts(tokenizer, texts, dtype))
                     return
-                pending.append(pool.apply_async(_worker_encode, (texts, dtype.name)))
+                pending.append(pool.get().apply_async(_worker_encode, (texts, dtype.name)))
                 while len(pending) >= 2 * workers:  # bounded: never hold the whole corpus in memory
                     write(pending.popleft().get())
 
@@ -415,10 +445,8 @@ def build_shard(files: list[str], tokenizer: Tokenizer, out_dir: Path, *, text_f
                 submit(chunk)
             while pending:
                 write(pending.popleft().get())
-        if pool is not None:
-            pool.close()
-            pool.join()
-            pool = None
+        if own_pool is not None:
+            own_pool.close()
         lengths = np.concatenate(lengths_all) if lengths_all else np.zeros(0, dtype=np.int64)
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
@@ -429,7 +457,7 @@ def build_shard(files: list[str], tokenizer: Tokenizer, out_dir: Path, *, text_f
             "format": FORMAT_VERSION, "tokenizer": tokenizer.name, "tokenizer_fingerprint": tokenizer.fingerprint,
             "dtype": dtype.name, "tokens": int(offsets[-1]), "docs": len(doc_bytes), "bytes": int(sum(doc_bytes)),
             "sources": files, "text_field": text_field, "skipped_bad": bad.count, "bad_examples": bad.examples,
-            "eos_id": tokenizer.eos_id, "seconds": round(elapsed, 3), "workers": workers if total_in > SMALL_INPUT_BYTES else 1,
+            "eos_id": tokenizer.eos_id, "seconds": round(elapsed, 3), "workers": workers if parallel else 1,
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         progress.update(task, completed=total_in)
@@ -441,8 +469,7 @@ def build_shard(files: list[str], tokenizer: Tokenizer, out_dir: Path, *, text_f
             shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         if pool is not None:
-            pool.terminate()
-            pool.join()
+            pool.close(error=True)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Shard(out_dir)
@@ -559,13 +586,14 @@ def prepare_data(data: DataSpec | None = None, progress: bool = True, *, workers
         raise DelphiError(f"data cache {root}: cannot create it ({e.strerror or e}); set cache_dir or DELPHI_CACHE") from None
     shards: dict[str, dict[str, Shard]] = {"train": {}, "validation": {}}
     built: list[str] = []
-    with _Progress(progress) as bar:
+    workers = max(1, int(workers or os.cpu_count() or 1))
+    with _Progress(progress) as bar, WorkerPool(tokenizer, workers) as pool:
         for dom, split, files, out in items:
             if (out / "meta.json").exists():
                 shard = Shard(out)
             else:
                 shard = build_shard(files, tokenizer, out, text_field=dom.text_field, workers=workers,
-                                    skip_bad=skip_bad, progress=bar, description=f"{dom.name}/{split}")
+                                    skip_bad=skip_bad, progress=bar, description=f"{dom.name}/{split}", pool=pool)
                 built.append(f"{dom.name}/{split}")
             skipped = shard.meta.get("skipped_bad", 0)
             if skipped and not skip_bad and f"{dom.name}/{split}" not in built:
