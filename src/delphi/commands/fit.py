@@ -210,7 +210,7 @@ def run_loss_law(args) -> int:
     if args.plot:
         from delphi.fit.plots import plot_loss_law
 
-        plot_loss_law(law, args.plot, targets=targets, pure=pure, metric=args.metric)
+        plot_loss_law(law, args.plot, targets=targets, pure=pure, metric=args.metric, iso=iso)
     d = law.to_dict(predict_at=targets)
     if pure is not None:
         d["pure_power_law"] = {"A": pure.A, "alpha": pure.alpha, "sse": pure.sse, "rmse": pure.rmse}

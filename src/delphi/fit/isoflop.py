@@ -183,6 +183,8 @@ class OffOptimalPenalty:
     def gap(self, s, C):
         return self.curvature.predict(C) * np.log10(np.asarray(s, dtype=float)) ** 2
 
+    predict = gap  # the common interface of the fit results
+
     def extra_compute(self, s, C, law) -> np.ndarray:
         """Compute an s-times over(under)-trained run needs, relative to C, to match L*(C).
 

@@ -30,10 +30,8 @@ def _save(fig, path) -> Path:
     return p
 
 
-def plot_isoflop(iso, path, law=None) -> Path:
-    """Left: each bucket's runs, Huber parabola and vertex. Right: D*(C), N*(C) and their laws."""
+def _draw_parabolas(ax, iso) -> None:
     plt = _plt()
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5))
     cmap = plt.get_cmap("viridis")
     n = max(len(iso.buckets), 1)
     for i, b in enumerate(iso.buckets):
@@ -50,8 +48,15 @@ def plot_isoflop(iso, path, law=None) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel("training tokens D (log scale)")
     ax.set_ylabel(f"{iso.metric}")
-    ax.set_title("IsoFLOP parabolas in log10(D) (stars: vertices; hollow: outside the grid)")
+    ax.set_title("IsoFLOP parabolas in log10(D)\n(stars: vertices; hollow: outside the grid)")
     ax.legend(fontsize=7, ncol=2)
+
+
+def plot_isoflop(iso, path) -> Path:
+    """Left: each bucket's runs, Huber parabola and vertex. Right: D*(C), N*(C) and their laws."""
+    plt = _plt()
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5), layout="constrained")
+    _draw_parabolas(ax, iso)
     used = iso.used
     if used:
         C = np.array([b.flops for b in used])
@@ -71,10 +76,15 @@ def plot_isoflop(iso, path, law=None) -> Path:
     return _save(fig, path)
 
 
-def plot_loss_law(law, path, targets=(), pure=None, metric: str = "loss") -> Path:
-    """Left: optima, the law with its bootstrap band, predictions at the targets. Right: residuals."""
+def plot_loss_law(law, path, targets=(), pure=None, metric: str = "loss", iso=None) -> Path:
+    """The law with its bootstrap band through the optima, predictions at the targets, and the
+    residuals; with the IsoFLOP fit (`iso`), its parabolas and vertices in a first panel."""
     plt = _plt()
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [2, 1]})
+    if iso is not None:
+        fig, (ax0, ax, ax2) = plt.subplots(1, 3, figsize=(18, 5), layout="constrained", gridspec_kw={"width_ratios": [3, 3, 2]})
+        _draw_parabolas(ax0, iso)
+    else:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5), layout="constrained", gridspec_kw={"width_ratios": [2, 1]})
     C = np.array(law.flops)
     y = np.array(law.values)
     hi_c = max([C.max(), *targets]) * 2
@@ -114,7 +124,7 @@ def plot_parametric(fit, N, D, L, path, metric: str = "loss") -> Path:
     """Left: loss vs tokens (coloured by model size) with L(N, D) at five sizes. Right: log residuals vs 6ND."""
     plt = _plt()
     N, D, L = (np.asarray(v, dtype=float) for v in (N, D, L))
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5), layout="constrained")
     C = 6 * N * D
     sc = ax.scatter(D, L, c=np.log10(N), cmap="viridis", s=14, zorder=3)
     fig.colorbar(sc, ax=ax, label="log10 N (parameters)")
