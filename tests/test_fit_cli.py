@@ -78,6 +78,25 @@ def test_loss_law_json_contract_from_runs_optima_and_isoflop_json(runs_csv, caps
             assert p2 == pytest.approx(p1, rel=1e-9)
 
 
+def test_suite_directory_input(runs_csv, capsys, tmp_path):
+    """A suite directory of summary.json files gives the same fit as the flat table."""
+    for r in pd.read_csv(runs_csv).to_dict("records"):
+        d = tmp_path / "suite" / "runs" / r["name"]
+        d.mkdir(parents=True)
+        loss = None if r["status"] != "completed" else r["loss"]
+        summary = {**r, "loss": loss, "eval": {"macro_loss": loss, "domains": {"prose": {"loss": loss, "bpb": 1.0}}}}
+        (d / "summary.json").write_text(json.dumps(summary))
+    _, flat, _ = run(capsys, "fit", "isoflop", str(runs_csv), "--json")
+    code, suite, err = run(capsys, "fit", "isoflop", str(tmp_path / "suite"), "--json")
+    assert code == 0
+    a_suite, a_flat = json.loads(suite)["allocation"], json.loads(flat)["allocation"]
+    for k in ("tokens", "params"):  # same runs, other order: equal up to rounding
+        assert a_suite[k] == pytest.approx(a_flat[k], rel=1e-9)
+    assert "1 diverged" in err
+    code, out, _ = run(capsys, "fit", "isoflop", str(tmp_path / "suite"), "--json", "--metric", "loss/prose")
+    assert code == 0 and json.loads(out)["metric"] == "loss/prose"
+
+
 def test_parametric_json_contract(runs_csv, capsys):
     code, out, _ = run(capsys, "fit", "parametric", str(runs_csv), "--json", "--bootstrap", "20",
                        "--optimal", "1e21")

@@ -91,7 +91,7 @@ def test_synthetic_recovery_and_compute_optimal():
     for k, (lo, hi) in ci.items():
         assert lo <= getattr(fit, k) <= hi
     d = fit.to_dict()
-    assert d["n_bootstrap"] == 60 and set(d) >= {"E", "A", "B", "alpha", "beta", "huber_loss", "ci"}
+    assert d["n_bootstrap"] == 60 and d["n_bootstrap_converged"] == 60 and set(d) >= {"E", "A", "B", "alpha", "beta", "huber_loss", "ci"}
     # Compute-optimal: the closed form under C = 6ND equals a numeric search with fpt(N) = 6N,
     # and it minimises L along the IsoFLOP curve.
     C = np.array([1e19, 1e21, 1e23])

@@ -111,6 +111,7 @@ class ParametricFit:
     status: str
     confidence: float = 0.95
     bootstrap_params: np.ndarray | None = field(default=None, repr=False)  # [n_boot, 5] (E, A, B, alpha, beta)
+    n_bootstrap_converged: int = 0
 
     def predict(self, N, D) -> np.ndarray:
         N, D = np.asarray(N, dtype=float), np.asarray(D, dtype=float)
@@ -152,6 +153,7 @@ class ParametricFit:
                  converged=bool(self.converged), status=self.status,
                  confidence=self.confidence,
                  n_bootstrap=0 if self.bootstrap_params is None else int(len(self.bootstrap_params)),
+                 n_bootstrap_converged=self.n_bootstrap_converged,
                  ci={k: [lo, hi] for k, (lo, hi) in self.ci.items()})
         return d
 
@@ -233,17 +235,17 @@ def fit_parametric(params, tokens, loss, *, delta: float = 1e-3, grid: dict | No
     f_best = float(min(pol.f[0], res.f[best]))
     at_best = int(np.sum(res.f <= f_best * (1 + 1e-9) + 1e-15))
 
-    boot = None
+    boot, boot_ok = None, 0
     if bootstrap:
         W = bs.resample_weights(len(L), bootstrap, seed=seed)
         x0 = np.repeat(t_best[None, :], bootstrap, axis=0)
         bres = minimize_batched(lambda t, rows: huber_objective(t, u, v, y, delta, W[rows]), x0,
                                 gtol=POLISH_GTOL, ftol=POLISH_FTOL, max_iter=2000)
-        boot = _lse_to_params(to_lse(bres.x))
+        boot, boot_ok = _lse_to_params(to_lse(bres.x)), int(bres.converged.sum())
 
     E, A, B, al, be = _lse_to_params(to_lse(t_best[None, :]))[0]
     return ParametricFit(E=float(E), A=float(A), B=float(B), alpha=float(al), beta=float(be),
                          huber_loss=f_best, delta=delta, n_runs=len(L), n_starts=len(starts),
                          n_starts_at_best=at_best, converged=bool(pol.converged[0]),
                          status=STATUS_TEXT[int(pol.status[0])], confidence=confidence,
-                         bootstrap_params=boot)
+                         bootstrap_params=boot, n_bootstrap_converged=boot_ok)
