@@ -126,8 +126,9 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if self.num_kv_heads != self.num_heads:
-            # Expanding k/v explicitly keeps the fused CPU/GPU kernels available
-            # (SDPA's enable_gqa path falls back to the math kernel on several backends).
+            # GQA: expand k/v to one head per query head. Explicit, so every SDPA kernel (incl.
+            # the masked ones) can run it; `enable_gqa=True` is honoured by only some kernels.
+            # Delphi itself is MHA, so this path serves GQA experiments and imported checkpoints.
             rep = self.num_heads // self.num_kv_heads
             k = k.repeat_interleave(rep, dim=1)
             v = v.repeat_interleave(rep, dim=1)
