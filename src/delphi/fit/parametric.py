@@ -228,6 +228,8 @@ def fit_parametric(params, tokens, loss, *, delta: float = 1e-3, grid: dict | No
     starts = _grid_starts(grid or CHINCHILLA_GRID)
     res = minimize_batched(lambda t, rows: huber_objective(t, u, v, y, delta), to_internal(starts),
                            gtol=GRID_GTOL, ftol=GRID_FTOL, max_iter=GRID_MAX_ITER)
+    if not np.isfinite(res.f).any():
+        raise DelphiError("parametric fit: the objective is not finite at any start (check the data for extreme values)")
     best = int(np.nanargmin(res.f))
     pol = minimize_batched(lambda t, rows: huber_objective(t, u, v, y, delta), res.x[best:best + 1],
                            gtol=POLISH_GTOL, ftol=POLISH_FTOL, max_iter=5000)
