@@ -136,6 +136,17 @@ def test_round_trip_is_bit_identical(shard, tmp_path):
         assert (first / f).read_bytes() == (second / f).read_bytes(), f
 
 
+def test_export_unwraps_torch_compile(tmp_path):
+    torch.manual_seed(0)
+    model = randomized(Qwen3(SHAPES["mha-llama3"]))
+    export_hf(model, None, tmp_path / "raw")
+    export_hf(torch.compile(model), None, tmp_path / "compiled")  # wrapper only; nothing is compiled
+    for f in ("config.json", "model.safetensors"):
+        assert (tmp_path / "raw" / f).read_bytes() == (tmp_path / "compiled" / f).read_bytes()
+    with pytest.raises(DelphiError, match="expected a delphi.model.Qwen3"):
+        export_hf(torch.nn.Linear(2, 2), None, tmp_path / "bad")
+
+
 def test_bf16_export_round_trip_and_reexport_cleans_old_shards(tmp_path):
     torch.manual_seed(0)
     model = randomized(Qwen3(SHAPES["mha-llama3"]))
