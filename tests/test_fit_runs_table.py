@@ -104,6 +104,9 @@ def test_other_errors(tmp_path):
     (tmp_path / "runs.jsonl").write_text('{"flops": 1}\n{not json\n')
     with pytest.raises(DelphiError, match="line 2 is not valid JSON"):
         load_runs_table(tmp_path / "runs.jsonl")
+    (tmp_path / "one.json").write_text('{\n  "buckets": []\n}\n')
+    with pytest.raises(DelphiError, match="holds one JSON object"):
+        load_runs_table(tmp_path / "one.json")
     p = tmp_path / "all_bad.csv"
     pd.DataFrame([flatten_summary(r) for r in RUNS[3:]]).to_csv(p, index=False)
     with pytest.raises(DelphiError, match="no completed runs.*1 diverged, 1 failed"):

@@ -101,9 +101,17 @@ def read_table(path) -> "pandas.DataFrame":  # noqa: F821
     if suffix in (".jsonl", ".ndjson", ".json"):
         rows = []
         text = p.read_text()
-        if suffix == ".json" and text.lstrip().startswith("["):
-            records = _read_json_file(p, "runs table")
-            numbered = [(i + 1, r, f"item {i + 1}") for i, r in enumerate(records)]
+        whole = None
+        if suffix == ".json":
+            try:
+                whole = json.loads(text)
+            except json.JSONDecodeError:
+                whole = None  # maybe JSON Lines with a .json name
+        if isinstance(whole, dict):
+            raise DelphiError(f"runs table: {p} holds one JSON object; expected an array of runs or JSON Lines "
+                              "(one run per line)")
+        if isinstance(whole, list):
+            numbered = [(i + 1, r, f"item {i + 1}") for i, r in enumerate(whole)]
         else:
             numbered = []
             for i, line in enumerate(text.splitlines()):
