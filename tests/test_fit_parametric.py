@@ -8,6 +8,7 @@ import pytest
 from scipy.optimize import check_grad, minimize
 
 from delphi.errors import DelphiError
+from delphi.fit import bootstrap as bs
 from delphi.fit.lbfgs import minimize_batched
 from delphi.fit.parametric import ParametricFit, fit_parametric, huber_objective
 
@@ -90,6 +91,10 @@ def test_synthetic_recovery_and_compute_optimal():
     assert set(ci) == {"E", "A", "B", "alpha", "beta"}
     for k, (lo, hi) in ci.items():
         assert lo <= getattr(fit, k) <= hi
+    # A warm-started bootstrap refit equals a full-grid fit of the resampled runs.
+    idx = np.repeat(np.arange(len(N)), bs.resample_weights(len(N), 60, seed=3)[5])
+    ref = fit_parametric(N[idx], D[idx], L[idx], bootstrap=0)
+    assert fit.bootstrap_params[5] == pytest.approx([ref.E, ref.A, ref.B, ref.alpha, ref.beta], rel=1e-4)
     d = fit.to_dict()
     assert d["n_bootstrap"] == 60 and d["n_bootstrap_converged"] == 60 and set(d) >= {"E", "A", "B", "alpha", "beta", "huber_loss", "ci"}
     # Compute-optimal: the closed form under C = 6ND equals a numeric search with fpt(N) = 6N,
