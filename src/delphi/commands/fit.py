@@ -42,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     law.add_argument("--no-asymptote", action="store_true", help="fit the pure power law A·C^-alpha (E = 0)")
     law.add_argument("--overtrain", nargs="+", metavar="S", default=[],
                      help="off-optimal penalty for training S× the optimal tokens (needs a runs table)")
-    law.add_argument("--exclude-flagged", action="store_true", help="(runs table) drop flagged buckets first")
+    law.add_argument("--exclude-flagged", action="store_true",
+                     help="leave out buckets whose optimum lies outside their token range")
     law.set_defaults(func=run_loss_law)
 
     par = fs.add_parser("parametric", parents=[common], help="L(N, D) = E + A/N^alpha + B/D^beta (Epoch AI's method)",
@@ -164,9 +165,10 @@ def _load_optima(args):
             raise DelphiError(f"{p}: not valid JSON ({e})") from None
         if not isinstance(d, dict) or "buckets" not in d:
             raise DelphiError(f"{p}: expected the JSON of 'delphi fit isoflop --json' (an object with 'buckets')")
+        buckets = [b for b in d["buckets"] if not (args.exclude_flagged and b.get("flags"))]
         try:
-            C = np.array([float(b["flops"]) for b in d["buckets"]])
-            L = np.array([float(b["optimal_loss"]) for b in d["buckets"]])
+            C = np.array([float(b["flops"]) for b in buckets])
+            L = np.array([float(b["optimal_loss"]) for b in buckets])
         except (KeyError, TypeError, ValueError) as e:
             raise DelphiError(f"{p}: bucket without a numeric flops/optimal_loss ({e})") from None
         return C, L, None, None

@@ -84,6 +84,9 @@ def huber_objective(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log
 
 
 def _grid_starts(grid: dict) -> np.ndarray:
+    missing = [k for k in ("a", "b", "e", "alpha", "beta") if k not in grid or not len(grid[k])]
+    if missing:
+        raise DelphiError(f"parametric fit: the grid of starts needs values for {', '.join(missing)}")
     axes = [np.asarray(grid[k], dtype=float) for k in ("a", "b", "e", "alpha", "beta")]
     return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 5)
 
