@@ -117,6 +117,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--markdown", action="store_true", help="print a RESULTS.md section")
     args = ap.parse_args()
+    load_before = os.getloadavg()[0]
     tok1 = tokenisation(1)
     tok2 = tokenisation(2)
     eng = tokenizer_engines()
@@ -131,9 +132,9 @@ def main() -> None:
 ## Data: tokenisation and loader throughput (engineer "data")
 
 Command: `.venv/bin/python benchmarks/data_throughput.py --markdown`
-({platform.python_version()}, numpy {numpy.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs;
-the box is shared with other engineers' jobs, so absolute numbers are noisy; ratios are measured
-in the same run.)
+(Python {platform.python_version()}, numpy {numpy.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs,
+1-min load average {load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end: the box is shared
+with other engineers' jobs, so absolute numbers are noisy; each ratio is measured in the same run.)
 
 | what | baseline | measured | ratio |
 |---|---|---:|---:|

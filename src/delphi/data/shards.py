@@ -271,27 +271,38 @@ def _worker_encode(texts: list[str], dtype_name: str) -> tuple[np.ndarray, np.nd
 
 class WorkerPool:
     """Tokeniser processes, started on first use and shared by every shard of one prepare call
-    (starting spawned workers costs seconds on a busy machine; pay it once)."""
+    (starting spawned workers costs seconds on a busy machine; pay it once). If the workers cannot
+    start (e.g. a ``__main__`` that spawn cannot re-import), tokenising falls back to this process
+    instead of hanging."""
 
     def __init__(self, tokenizer: Tokenizer, workers: int):
-        self.tokenizer, self.workers, self._pool = tokenizer, workers, None
+        self.tokenizer, self.workers, self._pool, self.broken = tokenizer, workers, None, False
 
-    def get(self):
+    def submit(self, texts: list[str], dtype: np.dtype):
         if self._pool is None:
             import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
 
             # spawn, not fork: the caller may be a multi-threaded trainer (torch, rayon pools).
-            self._pool = mp.get_context("spawn").Pool(self.workers, initializer=_worker_init,
-                                                      initargs=(self.tokenizer.spec(),))
-        return self._pool
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
+                                             initializer=_worker_init, initargs=(self.tokenizer.spec(),))
+        return self._pool.submit(_worker_encode, texts, dtype.name)
+
+    def result(self, future, texts: list[str], dtype: np.dtype):
+        from concurrent.futures.process import BrokenProcessPool
+
+        if not self.broken:
+            try:
+                return future.result()
+            except BrokenProcessPool as e:
+                self.broken = True
+                warnings.warn(f"data: tokeniser worker processes failed ({e}); tokenising in this process",
+                              stacklevel=2)
+        return _encode_texts(self.tokenizer, texts, dtype)
 
     def close(self, error: bool = False) -> None:
         if self._pool is not None:
-            if error:
-                self._pool.terminate()
-            else:
-                self._pool.close()
-            self._pool.join()
+            self._pool.shutdown(wait=True, cancel_futures=error)
             self._pool = None
 
     def __enter__(self):
@@ -422,13 +433,17 @@ def build_shard(files: list[str], tokenizer: Tokenizer, out_dir: Path, *, text_f
                 progress.update(task, completed=state["read"], docs=state["docs"], tokens=state["tokens"],
                                 mbps=state["text_bytes"] / elapsed / 1e6)
 
+            def drain():
+                fut, texts = pending.popleft()
+                write(pool.result(fut, texts, dtype))
+
             def submit(texts):
-                if not parallel:
+                if not parallel or pool.broken:
                     write(_encode_texts(tokenizer, texts, dtype))
                     return
-                pending.append(pool.get().apply_async(_worker_encode, (texts, dtype.name)))
+                pending.append((pool.submit(texts, dtype), texts))
                 while len(pending) >= 2 * workers:  # bounded: never hold the whole corpus in memory
-                    write(pending.popleft().get())
+                    drain()
 
             chunk: list[str] = []
             chunk_chars = 0
@@ -444,7 +459,7 @@ def build_shard(files: list[str], tokenizer: Tokenizer, out_dir: Path, *, text_f
             if chunk:
                 submit(chunk)
             while pending:
-                write(pending.popleft().get())
+                drain()
         if own_pool is not None:
             own_pool.close()
         lengths = np.concatenate(lengths_all) if lengths_all else np.zeros(0, dtype=np.int64)
