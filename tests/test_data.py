@@ -312,3 +312,20 @@ def test_validation_windows_are_fixed_from_validation_documents_with_exact_bytes
     assert multibyte_split <= 2
     with pytest.raises(DelphiError, match="fewer than the 10000 requested"):
         validation_sets(prepared, SEQ, 10_000)
+
+
+def test_tokenising_falls_back_to_this_process_when_workers_cannot_start(tmp_path):
+    from delphi.data.shards import WorkerPool, _encode_texts
+    from delphi.data.tokenizers import train_bpe
+
+    path = tmp_path / "tok.json"
+    path.write_text(train_bpe(_texts(MINI / "code-train.jsonl"), vocab_size=300).to_str())
+    tok = load_tokenizer(path)
+    path.unlink()  # the spawned workers cannot load the tokenizer any more
+    texts = _texts(MINI / "code-val.jsonl")
+    with WorkerPool(tok, 2) as pool:
+        fut = pool.submit(texts, np.dtype(np.uint16))
+        with pytest.warns(UserWarning, match="worker processes failed"):
+            flat, lengths = pool.result(fut, texts, np.dtype(np.uint16))
+    ref_flat, ref_lengths = _encode_texts(tok, texts, np.dtype(np.uint16))
+    assert pool.broken and np.array_equal(flat, ref_flat) and np.array_equal(lengths, ref_lengths)
