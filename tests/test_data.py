@@ -135,11 +135,13 @@ def test_interrupted_prepare_leaves_no_cache_entry(mini_copy, tmp_path):
     ('{"content": "no text key"}', r"code-train\.jsonl:3: no string field 'text' \(found: content\)"),
     ('{"text": 17}', r"code-train\.jsonl:3: no string field 'text'"),
     ('["a list"]', r"code-train\.jsonl:3: no string field 'text'"),
+    ('{"text": "\\ud800 lone surrogate"}', r"code-train\.jsonl:3: text is not valid Unicode"),
+    (b'{"text": "caf\xe9 in latin-1"}', r"code-train\.jsonl:3: not valid UTF-8"),
 ])
 def test_bad_records_raise_naming_file_and_line_or_are_counted_with_skip_bad(mini_copy, tmp_path, line, message):
-    lines = (mini_copy / "code-train.jsonl").read_text().splitlines()
-    lines.insert(2, line)
-    (mini_copy / "code-train.jsonl").write_text("\n".join(lines) + "\n")
+    lines = (mini_copy / "code-train.jsonl").read_bytes().splitlines()
+    lines.insert(2, line if isinstance(line, bytes) else line.encode())
+    (mini_copy / "code-train.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     with pytest.raises(DelphiError, match=message):
         prepare_data(_spec(mini_copy, tmp_path / "c"), progress=False)
     skipped = prepare_data(_spec(mini_copy, tmp_path / "c"), progress=False, skip_bad=True)

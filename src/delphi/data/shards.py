@@ -50,6 +50,15 @@ SMALL_INPUT_BYTES = 4_000_000  # below this (compressed) a worker pool costs mor
 class Document:
     text: str
     where: str  # "file:line" for error messages
+    nbytes: int  # UTF-8 bytes of the text
+
+
+def _document(text: str, where: str, fail) -> Document | None:
+    try:
+        return Document(text, where, len(text.encode("utf-8")))
+    except UnicodeEncodeError:  # e.g. an unpaired surrogate escaped in JSON ("\ud800")
+        fail(f"{where}: text is not valid Unicode (unpaired surrogate)")
+        return None
 
 
 @dataclass
@@ -151,8 +160,9 @@ def iter_documents(path: str, text_field: str = "text", skip_bad: bool = False,
             except UnicodeDecodeError as e:
                 fail(f"{path}: not valid UTF-8 at byte {e.start}")
                 return
-            if text:
-                yield Document(text, f"{path}:1")
+            doc = _document(text, f"{path}:1", fail) if text else None
+            if doc:
+                yield doc
         else:
             with _open_binary(path, on_read) as f:
                 for lineno, line in enumerate(f, 1):
@@ -170,8 +180,9 @@ def iter_documents(path: str, text_field: str = "text", skip_bad: bool = False,
                         keys = ", ".join(sorted(rec)[:8]) if isinstance(rec, dict) else type(rec).__name__
                         fail(f"{path}:{lineno}: no string field {text_field!r} (found: {keys})")
                         continue
-                    if rec[text_field]:
-                        yield Document(rec[text_field], f"{path}:{lineno}")
+                    doc = _document(rec[text_field], f"{path}:{lineno}", fail) if rec[text_field] else None
+                    if doc:
+                        yield doc
     except DelphiError:
         raise
     except (OSError, EOFError, lzma.LZMAError) as e:
@@ -198,8 +209,9 @@ def _iter_parquet(path: str, text_field: str, fail, on_read) -> Iterator[Documen
             if not isinstance(value, str):
                 fail(f"{path}: row {row}: column {text_field!r} is {type(value).__name__}, not text")
                 continue
-            if value:
-                yield Document(value, f"{path}:row {row}")
+            doc = _document(value, f"{path}:row {row}", fail) if value else None
+            if doc:
+                yield doc
     if on_read:
         on_read(os.path.getsize(path))
 
@@ -219,8 +231,9 @@ def _iter_hf(name: str, text_field: str, fail) -> Iterator[Document]:
         if not isinstance(value, str):
             fail(f"{name}: record {i}: no string field {text_field!r}")
             continue
-        if value:
-            yield Document(value, f"{name}:{i}")
+        doc = _document(value, f"{name}:{i}", fail) if value else None
+        if doc:
+            yield doc
 
 
 def source_fingerprint(path: str) -> str:
@@ -450,7 +463,7 @@ def build_shard(files: list[str], tokenizer: Tokenizer, out_dir: Path, *, text_f
             for f in files:
                 for doc in iter_documents(f, text_field, skip_bad, bad, on_read):
                     chunk.append(doc.text)
-                    doc_bytes.append(len(doc.text.encode("utf-8")))
+                    doc_bytes.append(doc.nbytes)
                     state["text_bytes"] += doc_bytes[-1]
                     chunk_chars += len(doc.text)
                     if chunk_chars >= CHUNK_CHARS:
