@@ -331,3 +331,21 @@ def test_tokenising_falls_back_to_this_process_when_workers_cannot_start(tmp_pat
             flat, lengths = pool.result(fut, texts, np.dtype(np.uint16))
     ref_flat, ref_lengths = _encode_texts(tok, texts, np.dtype(np.uint16))
     assert pool.broken and np.array_equal(flat, ref_flat) and np.array_equal(lengths, ref_lengths)
+
+
+def test_shared_corpus_mixture_reads_the_corpus_directory(tmp_path, monkeypatch):
+    from delphi.data import resolve_mixture
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    monkeypatch.setenv("DELPHI_CORPUS_DIR", str(corpus))
+    with pytest.raises(DelphiError, match="DELPHI_CORPUS_DIR"):
+        resolve_mixture("shared-corpus")
+    for d in ("prose", "code", "math"):
+        for split in ("train", "val"):
+            (corpus / f"{d}-{split}.jsonl.xz").write_bytes(lzma.compress((MINI / f"{d}-{split}.jsonl").read_bytes()))
+    mix = resolve_mixture("shared-corpus")
+    assert mix.weights == pytest.approx({"prose": 0.6, "code": 0.11, "math": 0.29})
+    assert mix.domain("code").train == (str(corpus.resolve() / "code-train.jsonl.xz"),)
+    prepared = prepare_data(DataSpec(mixture="shared-corpus", cache_dir=str(tmp_path / "c")), progress=False)
+    assert prepared.train["math"].num_docs == len(_texts(MINI / "math-train.jsonl"))

@@ -127,7 +127,9 @@ def mixture_from_dict(d: dict[str, Any], *, base_dir: Path, name: str, source: s
 def find_shared_corpus() -> Path | None:
     """The shared three-domain corpus directory, if this machine has one."""
     env = os.environ.get("DELPHI_CORPUS_DIR")
-    candidates = [Path(env)] if env else []
+    if env:  # an explicit choice: never silently fall back to another directory
+        return Path(env).resolve() if (Path(env) / "prose-train.jsonl.xz").exists() else None
+    candidates = []
     for base in (Path.cwd(), Path(__file__).resolve()):
         for parent in [base, *base.parents]:
             candidates.append(parent / "shared" / "data" / "corpus")
