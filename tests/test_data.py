@@ -349,3 +349,27 @@ def test_shared_corpus_mixture_reads_the_corpus_directory(tmp_path, monkeypatch)
     assert mix.domain("code").train == (str(corpus.resolve() / "code-train.jsonl.xz"),)
     prepared = prepare_data(DataSpec(mixture="shared-corpus", cache_dir=str(tmp_path / "c")), progress=False)
     assert prepared.train["math"].num_docs == len(_texts(MINI / "math-train.jsonl"))
+
+
+def test_resume_equivalence_holds_for_any_shape_and_split_point(prepared):
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(seq_len=st.integers(4, 48), batch=st.integers(1, 9), seed=st.integers(0, 2**63 - 1),
+           split=st.integers(0, 12))
+    def check(seq_len, batch, seed, split):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DataRepeatWarning)
+            ref = _batches(PackedLoader(prepared, seq_len, batch, seed), 12)
+            a = PackedLoader(prepared, seq_len, batch, seed)
+            _batches(a, split)
+            b = PackedLoader(prepared, seq_len, batch, seed)
+            b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+            rest = _batches(b, 12 - split)
+        for x, y in zip(rest, ref[split:]):
+            assert x.tokens.equal(y.tokens) and x.document_ids.equal(y.document_ids) and x.domains == y.domains
+        assert all(x.tokens.shape == (batch, seq_len + 1) for x in rest)
+
+    check()
