@@ -9,8 +9,8 @@ documents only from ``<domain>-val`` (the shared corpus splits those by document
 book), so train and validation stay disjoint. Then the byte-level BPE (vocabulary 4096) is
 trained on the embedded train split, in the order of the files written here.
 
-Byte targets: ~3.2 UTF-8 bytes per token with the 4096 BPE, so the train targets give about
-13M prose + 6.8M code + 6.8M math tokens (≈ 26.5M, see mixture.toml for why) and the validation targets
+Byte targets: ~3 UTF-8 bytes per token with the 4096 BPE; the train targets gave 13.2M prose +
+6.8M code + 7.3M math tokens (26.4M before any domain repeats at the 2:1:1 weights of mixture.toml) and the validation targets
 a few hundred thousand tokens per domain. The whole directory stays under 20 MB.
 
 ``--tokenizer-only`` retrains the tokenizer on the embedded files without re-cutting them.
