@@ -45,8 +45,10 @@ def run_prepare(args: argparse.Namespace) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise DelphiError(f"--workers must be at least 1, got {args.workers}")
-    prepared = prepare_data(_spec(args), progress=not (args.no_progress or args.json),
-                            workers=args.workers, skip_bad=args.skip_bad)
+    show = not (args.no_progress or args.json)
+    prepared = prepare_data(_spec(args), progress=show, workers=args.workers, skip_bad=args.skip_bad)
+    if not args.json and not (show and prepared.built):  # prepare_data printed it when it built shards
+        prepared.print_summary()
     if args.json:
         json.dump({"summary": prepared.summary(), "tokens_before_repeat": prepared.tokens_before_repeat()},
                   sys.stdout, indent=1)

@@ -604,7 +604,8 @@ def prepare_data(data: DataSpec | None = None, progress: bool = True, *, workers
     """Resolve the mixture, tokenise every (domain, split) into cached shards, return them.
 
     A second call with the same sources, tokenizer and settings finds every shard in the cache
-    and does no tokenising. ``workers`` defaults to the number of CPU cores.
+    and does no tokenising. ``workers`` defaults to the number of CPU cores. With ``progress``, a
+    progress bar and a per-domain summary go to stderr when anything is tokenised.
     """
     data = data or DataSpec()
     mixture, tokenizer, root, items = _plan(data)
@@ -632,7 +633,7 @@ def prepare_data(data: DataSpec | None = None, progress: bool = True, *, workers
                 raise DelphiError(f"mixture {mixture.name}: domain {dom.name!r} {split} split has no text")
             shards[split][dom.name] = shard
     prepared = PreparedData(data, mixture, tokenizer, shards["train"], shards["validation"], built)
-    if progress:
+    if progress and built:  # quiet when everything came from the cache (every run of a suite)
         prepared.print_summary()
     return prepared
 
