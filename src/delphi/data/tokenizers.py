@@ -272,6 +272,7 @@ class HFTokenizer(Tokenizer):
         # Data is ordinary text: never let a literal special-token string become a special id.
         self._tok.encode_special_tokens = True
         self._path = path
+        self._raw = raw.decode("utf-8")
         self.name = name or f"bpe:{path.resolve()}"
         self.fingerprint = "hf-" + hashlib.sha256(raw).hexdigest()[:16]
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
@@ -317,7 +318,7 @@ class HFTokenizer(Tokenizer):
     def hf_tokenizer(self):
         from tokenizers import Tokenizer as _HF
 
-        return _HF.from_str(self._path.read_text("utf-8"))
+        return _HF.from_str(self._raw)
 
 
 def _llama3_model_path() -> Path:
@@ -352,7 +353,7 @@ def _load_json_tokenizer(path: Path, name: str | None = None) -> Tokenizer:
 
 
 @lru_cache(maxsize=8)
-def _load_cached(key: str) -> Tokenizer:
+def _load_cached(key: str, stamp: tuple = ()) -> Tokenizer:  # stamp: a file's (mtime, size)
     if key == "llama3":
         return Llama3Tokenizer()
     if key == "embedded-bpe":
@@ -377,6 +378,8 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> Tokenizer:
             raise DelphiError(
                 f"unknown tokenizer {key!r}: not 'llama3' or 'embedded-bpe', and no tokenizer.json at that path")
         key = str(p.resolve())
+        st = p.stat()
+        return _load_cached(key, (st.st_mtime_ns, st.st_size))
     return _load_cached(key)
 
 
