@@ -33,6 +33,10 @@ from delphi.errors import DelphiError
 
 EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
 EMBEDDED_BPE_PATH = EMBEDDED_DIR / "tokenizer.json"
+# Byte-level BPEs shipped in the package, trained on the embedded train split (build.py).
+# "embedded-bpe-1k" is for the CPU suites: at widths 32–256 a 4096-token LM head would take most
+# of each step's FLOPs; with 1024 tokens a run reads ~2× more text for the same compute.
+EMBEDDED_TOKENIZERS = {"embedded-bpe": EMBEDDED_BPE_PATH, "embedded-bpe-1k": EMBEDDED_DIR / "tokenizer-1k.json"}
 
 # Llama 3's pre-tokenisation regex (llama_models/llama3/tokenizer.py `pat_str`); also used by
 # our trained BPE so that digits split in groups of at most three and code whitespace stays intact.
@@ -356,11 +360,12 @@ def _load_json_tokenizer(path: Path, name: str | None = None) -> Tokenizer:
 def _load_cached(key: str, stamp: tuple = ()) -> Tokenizer:  # stamp: a file's (mtime, size)
     if key == "llama3":
         return Llama3Tokenizer()
-    if key == "embedded-bpe":
-        if not EMBEDDED_BPE_PATH.exists():
-            raise DelphiError(f"the embedded tokenizer {EMBEDDED_BPE_PATH} is missing from this installation")
-        tok = _load_json_tokenizer(EMBEDDED_BPE_PATH, name="embedded-bpe")
-        tok._spec = "embedded-bpe"
+    if key in EMBEDDED_TOKENIZERS:
+        path = EMBEDDED_TOKENIZERS[key]
+        if not path.exists():
+            raise DelphiError(f"the embedded tokenizer {path} is missing from this installation")
+        tok = _load_json_tokenizer(path, name=key)
+        tok._spec = key
         return tok
     tok = _load_json_tokenizer(Path(key))
     tok._spec = key
@@ -368,15 +373,17 @@ def _load_cached(key: str, stamp: tuple = ()) -> Tokenizer:  # stamp: a file's (
 
 
 def load_tokenizer(name_or_path: str | os.PathLike) -> Tokenizer:
-    """``"llama3"``, ``"embedded-bpe"``, or a path to a ``tokenizer.json`` (or a directory holding one)."""
+    """``"llama3"``, ``"embedded-bpe"`` (4096), ``"embedded-bpe-1k"`` (1024), or a path to a
+    ``tokenizer.json`` (or a directory holding one)."""
     key = str(name_or_path)
-    if key not in ("llama3", "embedded-bpe"):
+    if key != "llama3" and key not in EMBEDDED_TOKENIZERS:
         p = Path(key).expanduser()
         if p.is_dir():
             p = p / "tokenizer.json"
         if not p.exists():
             raise DelphiError(
-                f"unknown tokenizer {key!r}: not 'llama3' or 'embedded-bpe', and no tokenizer.json at that path")
+                f"unknown tokenizer {key!r}: not 'llama3', 'embedded-bpe' or 'embedded-bpe-1k', and no "
+                "tokenizer.json at that path")
         key = str(p.resolve())
         st = p.stat()
         return _load_cached(key, (st.st_mtime_ns, st.st_size))

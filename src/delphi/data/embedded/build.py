@@ -55,9 +55,10 @@ def main(corpus: Path | None) -> None:
     from delphi.data.tokenizers import iter_corpus_texts, train_bpe
 
     files = [HERE / f"{d}-train.jsonl.xz" for d in ("prose", "code", "math")]
-    tok = train_bpe(iter_corpus_texts(files), vocab_size=4096)
-    tok.save(str(HERE / "tokenizer.json"))
-    print("tokenizer.json written")
+    for vocab, name in ((4096, "tokenizer.json"), (1024, "tokenizer-1k.json")):
+        tok = train_bpe(iter_corpus_texts(files), vocab_size=vocab)
+        tok.save(str(HERE / name))
+        print(f"{name} written")
 
 
 if __name__ == "__main__":
