@@ -47,15 +47,19 @@ def batches(shape: ModelShape, B: int, n: int):
     return [torch.randint(0, shape.vocab_size, (B, shape.seq_len + 1), generator=g) for _ in range(n)]
 
 
-def time_steps(step, data, warmup: int) -> float:
-    for t in data[:warmup]:
-        step(t)
-    times = []
+def time_interleaved(steps: dict, data, warmup: int) -> dict[str, float]:
+    """Median step time of each variant, timing the variants in turn on each batch, so that load
+    from other processes on a shared machine hits all of them alike."""
+    for step in steps.values():
+        for t in data[:warmup]:
+            step(t)
+    times = {k: [] for k in steps}
     for t in data[warmup:]:
-        t0 = time.perf_counter()
-        step(t)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for k, step in steps.items():
+            t0 = time.perf_counter()
+            step(t)
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def ours(shape: ModelShape, amp, compile: bool):
@@ -76,7 +80,7 @@ def ours(shape: ModelShape, amp, compile: bool):
         opt.step()
         opt.zero_grad(set_to_none=True)
         count[0] += 1
-        return float(ce)
+        return float(ce.detach())
 
     return step
 
@@ -104,7 +108,7 @@ def baseline(shape: ModelShape, amp):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     return step
 
@@ -125,9 +129,10 @@ def main(argv=None) -> int:
         fpt3 = 3 * shape.flops_per_token
         for prec in args.precisions:
             amp = torch.bfloat16 if prec == "bf16" else None
-            base_t = time_steps(baseline(shape, amp), data, args.warmup)
-            variants = {"ours eager": time_steps(ours(shape, amp, False), data, args.warmup),
-                        "ours compiled": time_steps(ours(shape, amp, True), data, args.warmup)}
+            t = time_interleaved({"base": baseline(shape, amp), "ours eager": ours(shape, amp, False),
+                                  "ours compiled": ours(shape, amp, True)}, data, args.warmup)
+            base_t = t.pop("base")
+            variants = t
             label = f"{name} H{shape.hidden_size}/L{shape.num_layers}/V{shape.vocab_size}/s{shape.seq_len} B{B} {prec}"
             rows.append((label, "HF Qwen3 + AdamW", tok / base_t, 1.0, fpt3 * tok / base_t))
             for v, t in variants.items():
