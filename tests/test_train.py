@@ -222,3 +222,20 @@ def test_cli_trains_a_spec_file_and_reports_bad_input(tmp_path, capsys):
     assert main(["train", str(tmp_path / "nope.json"), "--out", str(tmp_path / "x")]) == 2
     assert "not found" in capsys.readouterr().err
     assert main(["train", "--budget", "1e18", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_cli_convenience_form_trains_the_recipe_candidate(tmp_path, capsys):
+    from delphi.cli import main
+    from delphi.recipe import get_recipe
+
+    cand = next(c for c in get_recipe("cpu").candidates(2e11) if c.shape.hidden_size == 64)
+    out = tmp_path / "conv"
+    rc = main(["train", "--budget", "2e11", "--hidden", "64", "--recipe", "cpu", "--steps", "2", "--eval-every", "0",
+               "--precision", "fp32", "--out", str(out), "--quiet", "--json"])
+    assert rc == 0
+    spec = RunSpec.from_json((out / "run.json").read_text())
+    assert spec.shape == cand.shape and spec.optimizer == cand.optimizer and spec.batch_size == cand.batch_size
+    assert spec.budget == 2e11 and spec.recipe == cand.recipe and spec.train_steps == 2
+    assert json.loads(capsys.readouterr().out)["status"] == "completed"
+    assert main(["train", "--budget", "2e11", "--hidden", "72", "--recipe", "cpu", "--out", str(tmp_path / "y")]) == 2
+    assert "widths there: 64, 96" in capsys.readouterr().err

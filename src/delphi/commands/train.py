@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="run directory to write (and resume from)")
     p.add_argument("--budget", metavar="FLOPS", help="instead of RUN.json: the recipe candidate at this budget ...")
     p.add_argument("--hidden", metavar="H", help="... with this hidden size (see `delphi plan --budget FLOPS`)")
-    p.add_argument("--recipe", default="delphi", help="recipe for --budget/--hidden (default: delphi)")
+    p.add_argument("--recipe", default="delphi", help="recipe for --budget/--hidden (default: delphi; cpu for CPU ladders)")
     p.add_argument("--seed", type=int, help="override the spec's seed")
     p.add_argument("--steps", type=int, help="override the number of training steps (e.g. a quick smoke run)")
     p.add_argument("--eval-every", type=int, help="override the evaluation interval in steps")
@@ -63,16 +63,9 @@ def _spec_from_args(args):
 
 
 def _spec_from_recipe(recipe_name: str, budget: str, hidden: str, seed: int):
-    import importlib
-
     from delphi.errors import DelphiError
     from delphi.recipe import check_budget, get_recipe
 
-    # CPU-scale recipes register themselves when the sweep presets are imported.
-    try:
-        importlib.import_module("delphi.sweep.presets")
-    except ImportError:
-        pass
     try:
         C = check_budget(float(budget))
         H = int(hidden)
