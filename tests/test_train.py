@@ -239,3 +239,12 @@ def test_cli_convenience_form_trains_the_recipe_candidate(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["status"] == "completed"
     assert main(["train", "--budget", "2e11", "--hidden", "72", "--recipe", "cpu", "--out", str(tmp_path / "y")]) == 2
     assert "widths there: 64, 96" in capsys.readouterr().err
+
+
+def test_a_failing_run_records_status_failed_and_raises(tmp_path):
+    shape = ModelShape(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2, head_dim=16,
+                       intermediate_size=64, vocab_size=100, seq_len=32)  # smaller than the tokenizer
+    with pytest.raises(DelphiError, match="vocab_size"):
+        train_run(tiny_spec(name="bad", shape=shape), tmp_path / "bad", progress=False)
+    s = json.loads((tmp_path / "bad" / "summary.json").read_text())
+    assert s["status"] == "failed" and "vocab_size" in s["reason"] and s["tokens"] == 0

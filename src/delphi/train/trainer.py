@@ -447,6 +447,9 @@ class _Trainer:
         self.wall_offset = 0.0
         self.threads = D.configure_threads(info)
         self.amp_dtype = resolve_precision(spec.precision, self.device)
+        if self.device.startswith("cuda"):
+            # fp32 matmuls on tensor cores (TF32) where bf16 autocast does not already cover them.
+            torch.set_float32_matmul_precision("high")
         self.flops_per_token = spec.shape.flops_per_token
         self.peak = None
 
@@ -516,7 +519,7 @@ class _Trainer:
                           info=self.info)
         self.model.train(was_training)
         self.state.last_eval = result
-        self.log({"kind": "eval", "step": self.state.step, **result})
+        self.log({"kind": "eval", "step": self.state.step, **_clean_eval(result)})
         return result
 
     # -- the loop -------------------------------------------------------------------------------
