@@ -5,16 +5,22 @@
 * `cpu`       — Complete(d)AdamH with its constants rescaled for CPU ladders (the `tiny` and
   `micro` suites). Every rule is Delphi's: depth formula, MLP ratio 4, QK-norm, MHA, AdamH on
   projections + Adam on embeddings/norms, WSD 10%/20%, token-horizon LR (T0/T)^0.3, batch rule,
-  β2/ε transfer. Only the constants move:
-    - seq_len 128, head dim 32, vocab 4096 (the embedded byte-level BPE): at 1e11–1e13 FLOPs a
-      4096-token context or a 128k vocabulary would leave no compute for the network itself;
-    - widths 64…480 in steps of 32, and min_tokens_per_param 0.01 so that every IsoFLOP curve
-      spans its optimum without spending compute on hopelessly large models;
-    - target_steps 128 and min batch 4 (Delphi: 2^16 and 8): CPU runs have 10^5–10^7 tokens;
-    - reference point B0 = 16 sequences, T0 = 2e6 tokens with η0, η0,Adam, ε0, β2,0 chosen for
-      runs of ~100 steps (AdamH moves each matrix by a relative `lr` per step, so short runs need
-      a larger lr than Delphi's 30k-step runs: the LR cap is 0.1 instead of 0.01).
-  `delphi tune` (reference-tuning issue) replaces these constants with measured ones.
+  β2/ε transfer, the tokens-per-parameter cap. Only the constants move, for these reasons:
+    - seq_len 128, head dim 16, vocab 1024 (`embedded-bpe-1k`): at 1e10–1e14 FLOPs a 4096-token
+      context or a large vocabulary would leave no compute for the network itself (measured: at
+      width 64 a 4096-token LM head is ~75% of the FLOPs; with 1024 tokens a run reads ~2× more
+      text per FLOP, see benchmarks/RESULTS.md);
+    - widths 16, 32, 48, … (step 16) below 512 (width 16 is one head), and min_tokens_per_param 0.2 (not a Delphi rule)
+      so each IsoFLOP curve spans its optimum (measured near 1–4 tokens/param at 3e11 FLOPs,
+      where embeddings are most of the parameters) without spending compute on models far too
+      large for the budget;
+    - target_steps 128 and min batch 2 (Delphi: 2^16 and 8): CPU runs see 10^5–10^7 tokens;
+    - reference point B0 = 16 sequences, T0 = 2e6 tokens, η0 = 0.01 and η0,Adam = 0.004 from a
+      small LR sweep (1e11–1e12 FLOPs: η0 0.01 beat 0.02 by 0.15 nats at 1e12 and tied at 1e11;
+      η0,Adam between 0.002 and 0.016 moved the loss < 0.02 nats); β2,0 = 0.999 and ε0 = 1e-8
+      are Adam defaults, not tuned. AdamH moves each matrix by a relative `lr` per step, so
+      ~100-step runs need larger steps than Delphi's 30k-step runs: the LR cap is 0.1, not 0.01.
+  The reference-tuning issue (`delphi tune`) is meant to replace these with searched values.
 """
 
 from __future__ import annotations
@@ -26,12 +32,12 @@ from delphi.recipe.cautious_adamc import DELPHI_V1
 from delphi.recipe.completed_adamh import DELPHI, Recipe
 
 CPU = dataclasses.replace(
-    DELPHI, name="cpu", name_suffix="cpu", seq_len=128, head_dim=32, vocab_size=4096, rope_scaling=False,
-    min_width=64, width_step=32, width_step_large=32, large_step_above=float("inf"), max_width=512,
-    max_params_floor=1e9, max_params_ref_flops=1e14, max_params_ceiling=1e9, min_tokens_per_param=0.01,
-    target_steps=128, min_batch=4, max_batch=1024, ref_batch=16.0, ref_tokens=2e6, lr0=0.02, adam_lr0=0.004,
+    DELPHI, name="cpu", name_suffix="cpu", seq_len=128, head_dim=16, vocab_size=1024, rope_scaling=False,
+    min_width=16, width_step=16, width_step_large=16, large_step_above=float("inf"), max_width=512,
+    max_params_floor=1e9, max_params_ref_flops=1e14, max_params_ceiling=1e9, min_tokens_per_param=0.2,
+    target_steps=128, min_batch=2, max_batch=1024, ref_batch=16.0, ref_tokens=2e6, lr0=0.01, adam_lr0=0.004,
     epsilon0=1e-8, beta2_0=0.999, beta2_min=0.9, beta2_max=0.9999, lr_cap=0.1,
-    isoflop_budgets=(2e11, 6e11, 2e12),
+    isoflop_budgets=(6e10, 1e11, 2e11, 3e11, 6e11),
 )
 
 RECIPES: dict[str, Recipe] = {"delphi": DELPHI, "delphi-v1": DELPHI_V1, "cpu": CPU}

@@ -186,6 +186,12 @@ def parse_suite(text: str, *, where: str = "suite", out_dir: str | None = None) 
 
 def _check_plan(spec: SuiteSpec, where: str) -> None:
     """Impossible suites fail here, before any work."""
+    from delphi.data.tokenizers import load_tokenizer
+
+    vocab = load_tokenizer(spec.data.tokenizer).vocab_size
+    if vocab != spec.recipe.vocab_size:
+        raise DelphiError(f"{where}: tokenizer {spec.data.tokenizer!r} has {vocab} tokens but the recipe's vocab_size "
+                          f"is {spec.recipe.vocab_size}; set recipe.vocab_size = {vocab} or use a matching tokenizer")
     if len(spec.fit_budgets) < 3:
         raise DelphiError(f"{where}: grid.budgets needs at least 3 budgets to fit a loss law (got {len(spec.fit_budgets)})")
     for b in spec.fit_budgets:
