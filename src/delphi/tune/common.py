@@ -1,0 +1,210 @@
+"""What every tuning experiment shares: the recipe it starts from, how a run at a (width, batch,
+horizon) point is built, and how a batch of runs is trained through the sweep executors.
+
+All tuning runs are ordinary Delphi runs (`RunSpec` → `runs/<name>/summary.json`), so the sweep
+executors skip finished runs and resume interrupted ones: re-running a tuning command after a
+crash (or to extend it) never retrains what is already on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from delphi.config import DataSpec, OptimizerHParams, RunSpec
+from delphi.errors import DelphiError
+from delphi.recipe import Recipe, get_recipe
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """How tuning runs are trained and executed (not what is tuned)."""
+
+    data: DataSpec = field(default_factory=lambda: DataSpec(mixture="embedded", tokenizer="embedded-bpe-1k"))
+    seed: int = 0  # every run uses the same init/data seed: comparisons see the same noise
+    eval_windows_per_domain: int = 32
+    precision: str = "auto"
+    compile: str = "auto"
+    executor: str = "local"
+    workers: int = 1
+    threads_per_worker: int = 0
+    ray_address: str | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.executor not in ("local", "ray"):
+            raise DelphiError(f"unknown executor {self.executor!r}; use local or ray")
+        if self.workers < 1:
+            raise DelphiError(f"workers must be at least 1, got {self.workers}")
+        if self.eval_windows_per_domain < 1:
+            raise DelphiError(f"eval windows per domain must be at least 1, got {self.eval_windows_per_domain}")
+
+
+# ---- the recipe a tuning command starts from ---------------------------------------------------
+
+def load_recipe(name_or_path: str) -> tuple[Recipe, dict[str, Any]]:
+    """A recipe by preset name, or from a TOML file whose `[recipe]` section is `preset = NAME`
+    plus Recipe fields to override (the file `delphi tune search` writes, or a suite file).
+
+    Returns the recipe and its source as a `[recipe]` table (`{"preset": NAME, **overrides}`), so
+    a tuned preset can be written back as the base's preset plus every override.
+    """
+    path = Path(name_or_path)
+    if not (name_or_path.endswith(".toml") or path.is_file()):
+        return get_recipe(name_or_path), {"preset": name_or_path}
+    if not path.is_file():
+        raise DelphiError(f"recipe file {path} not found (give a preset name like cpu, or a TOML file)")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise DelphiError(f"recipe file {path}: not valid TOML ({e})") from None
+    section = doc.get("recipe")
+    if not isinstance(section, dict):
+        raise DelphiError(f"recipe file {path}: no [recipe] table (expected preset = \"cpu\" plus overrides)")
+    return recipe_from_table(section, where=str(path)), dict(section)
+
+
+def recipe_from_table(section: dict[str, Any], where: str = "recipe") -> Recipe:
+    section = dict(section)
+    preset = section.pop("preset", None)
+    if not isinstance(preset, str):
+        raise DelphiError(f"{where}: [recipe] needs preset = \"NAME\" (e.g. \"cpu\")")
+    base = get_recipe(preset)
+    fields = {f.name for f in dataclasses.fields(base)}
+    unknown = sorted(set(section) - fields)
+    if unknown:
+        raise DelphiError(f"{where}: unknown recipe constant(s) {', '.join(unknown)}")
+    if "isoflop_budgets" in section:
+        section["isoflop_budgets"] = tuple(section["isoflop_budgets"])
+    for k, v in section.items():
+        default = getattr(base, k)
+        if isinstance(default, bool) != isinstance(v, bool) or (
+                isinstance(default, (int, float)) and not isinstance(v, (int, float))):
+            raise DelphiError(f"{where}: recipe.{k} must be like {default!r}, got {v!r}")
+    try:
+        return dataclasses.replace(base, **section)
+    except (TypeError, ValueError) as e:
+        raise DelphiError(f"{where}: bad recipe constants ({e})") from None
+
+
+# ---- one run at a (width, batch, horizon) point --------------------------------------------------
+
+def check_point(recipe: Recipe, hidden: int, batch: int, tokens: float) -> int:
+    """Validate a (width, batch, horizon) point; returns its number of training steps."""
+    if hidden < 1 or hidden % recipe.head_dim:
+        raise DelphiError(f"hidden size {hidden} must be a positive multiple of the recipe's head dim "
+                          f"{recipe.head_dim}")
+    if batch < 1:
+        raise DelphiError(f"batch size must be a positive number of sequences, got {batch}")
+    if not (math.isfinite(tokens) and tokens > 0):
+        raise DelphiError(f"token horizon must be a positive number of tokens, got {tokens!r}")
+    steps = round(tokens / (batch * recipe.seq_len))
+    if steps < 1:
+        raise DelphiError(f"{tokens:.3g} tokens at batch {batch} × seq_len {recipe.seq_len} is less than one step; "
+                          "raise --tokens or lower --batch")
+    return steps
+
+
+def point_name(prefix: str, hidden: int, batch: int, tokens: float) -> str:
+    return f"{prefix}-h{hidden}-b{batch}-t{_short(tokens)}"
+
+
+def _short(x: float) -> str:
+    return f"{x:.4g}".replace("+", "")
+
+
+def lr_label(lr: float) -> str:
+    return f"lr{lr:.4g}".replace("+", "")
+
+
+def build_spec(recipe: Recipe, *, name: str, hidden: int, batch: int, tokens: float,
+               optimizer: OptimizerHParams, settings: TuneSettings, tags: dict[str, str]) -> RunSpec:
+    steps = check_point(recipe, hidden, batch, tokens)
+    return RunSpec(
+        name=name, shape=recipe.shape(hidden), optimizer=optimizer, batch_size=batch, train_steps=steps,
+        data=settings.data, seed=settings.seed, recipe=recipe.name,
+        eval_windows_per_domain=settings.eval_windows_per_domain, precision=settings.precision,
+        compile=settings.compile, tags={"role": "tune", **tags},
+    )
+
+
+def lr_grid(center: float, points: int = 5, step: float = 2.0) -> list[float]:
+    """A log grid of `points` LRs spaced by `step`, centred on (and including) `center`."""
+    if points < 3 or points % 2 == 0:
+        raise DelphiError(f"an LR sweep needs an odd number of points ≥ 3 (centred on the recipe's LR), got {points}")
+    if not step > 1:
+        raise DelphiError(f"the LR grid step must be a factor > 1 (e.g. 2), got {step}")
+    if not (math.isfinite(center) and center > 0):
+        raise DelphiError(f"the recipe's LR must be positive, got {center}")
+    k = points // 2
+    return [center * step ** i for i in range(-k, k + 1)]
+
+
+def lr_sweep_specs(recipe: Recipe, *, prefix: str, hidden: int, batch: int, tokens: float, lrs: Sequence[float],
+                   settings: TuneSettings, tags: dict[str, str] | None = None) -> list[RunSpec]:
+    """One run per projection LR at (hidden, batch, tokens); every other hyperparameter is the
+    recipe's at that point (Adam LR, ε and β2 transfer with B and T as the recipe says)."""
+    base = recipe.hyperparams(batch, tokens, hidden)
+    point = point_name(prefix, hidden, batch, tokens)
+    return [build_spec(recipe, name=f"{point}-{lr_label(lr)}", hidden=hidden, batch=batch, tokens=tokens,
+                       optimizer=dataclasses.replace(base, lr=lr), settings=settings,
+                       tags={"tune": prefix, "sweep_lr": repr(lr), **(tags or {})})
+            for lr in lrs]
+
+
+# ---- training a batch of runs ------------------------------------------------------------------
+
+def prepare(settings: TuneSettings, recipe: Recipe) -> None:
+    """Tokenise once here, so parallel workers find the cache instead of racing to build it; and
+    refuse a tokenizer whose vocabulary does not match the recipe's model shapes."""
+    from delphi.data import prepare_data
+
+    prepared = prepare_data(settings.data, progress=settings.progress)
+    vocab = prepared.tokenizer.vocab_size
+    if vocab != recipe.vocab_size:
+        raise DelphiError(f"tokenizer {settings.data.tokenizer!r} has {vocab} tokens but recipe {recipe.name!r} has "
+                          f"vocab_size {recipe.vocab_size}; pick the matching --tokenizer (cpu recipes: "
+                          "embedded-bpe-1k) or set vocab_size in a recipe file")
+
+
+def run_specs(specs: Sequence[RunSpec], runs_dir: Path, settings: TuneSettings, label: str) -> list[dict]:
+    """Train `specs` (skipping finished ones) and return their summaries, in order."""
+    from delphi.sweep.executors import execute, read_summary
+
+    execute(list(specs), runs_dir, kind=settings.executor, workers=settings.workers,
+            threads_per_worker=settings.threads_per_worker, progress=settings.progress,
+            ray_address=settings.ray_address, label=label)
+    out = []
+    for spec in specs:
+        s = read_summary(Path(runs_dir) / spec.name) or {"status": "failed", "reason": "no summary written"}
+        out.append(s)
+    return out
+
+
+def completed_loss(summary: dict) -> float:
+    """The run's macro validation loss, or +inf for a diverged/failed run (never an optimum)."""
+    loss = summary.get("loss")
+    if summary.get("status") != "completed" or not isinstance(loss, (int, float)) or not math.isfinite(loss):
+        return math.inf
+    return float(loss)
+
+
+def say(settings: TuneSettings, msg: str) -> None:
+    if settings.progress:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def write_atomic(path: Path, text: str) -> Path:
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
