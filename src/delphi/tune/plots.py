@@ -40,18 +40,31 @@ def plot_partial_dependence(table, space, best_trial: int, path: Path) -> Path:
             ax.scatter([bx], [float(best["loss"].iloc[0])], marker="*", s=180, color="tab:red", zorder=5,
                        label=f"chosen: {bx:.3g}")
         if p.log:
+            from matplotlib.ticker import NullFormatter
+
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on < 2 decades
+        # The whole searched range, so a choice at its edge (range too narrow) is visible.
+        pad = (p.high / p.low) ** 0.03 if p.log else 0.0
+        ax.set_xlim(p.low / pad, p.high * pad) if p.log else ax.set_xlim(p.low - 0.03 * (p.high - p.low),
+                                                                         p.high + 0.03 * (p.high - p.low))
         ax.set_xlabel("1 − β2,0" if p.constant == "beta2_0" else p.constant)
         ax.set_ylabel("macro validation loss")
         if len(y):
             lo = float(np.min(y))
-            hi = float(np.quantile(y, 0.9)) if len(y) > 3 else float(np.max(y))
-            ax.set_ylim(lo - 0.05 * max(hi - lo, 1e-3), hi + 0.1 * max(hi - lo, 1e-3))
-        ax.legend(fontsize=7, loc="upper right")
+            hi = float(np.quantile(y, 0.9)) if len(y) >= 10 else float(np.max(y))
+            top = hi + 0.1 * max(hi - lo, 1e-3)
+            ax.set_ylim(lo - 0.05 * max(hi - lo, 1e-3), top)
+            above = y > top
+            if above.any():  # clipped trials stay visible as triangles on the top edge
+                ax.scatter(shown_x[above], np.full(above.sum(), top), marker="^", s=30, color="gray",
+                           clip_on=False, label="loss above the axis")
+        ax.legend(fontsize=7, loc="best", framealpha=0.6)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    fig.suptitle(f"delphi tune search: {len(done)} completed trials (loss axis clipped at the 90th percentile)",
+    fig.suptitle(f"delphi tune search: {len(done)} completed trials"
+                 + (" (loss axis clipped at the 90th percentile: ▲)" if len(done) >= 10 else ""),
                  fontsize=10)
     fig.tight_layout()
     path = Path(path)
