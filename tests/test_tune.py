@@ -260,3 +260,51 @@ def test_cli_errors_are_one_line(argv, needle, capsys, tmp_path, monkeypatch):
     assert code == 2
     assert needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "X" / "runs").exists()  # nothing trained
+
+
+def _run_cli(argv, capsys):
+    code = cli_main(argv)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-2000:]
+    return captured.out
+
+
+def test_horizon_and_transfer_commands_end_to_end(tmp_path, capsys):
+    common = ["--hidden", "32", "--batch", "4", "--tokens", str(REF["tokens"]), "--workers", "2", "--threads", "1",
+              "--eval-windows", "2", "--precision", "fp32", "--compile", "off", "--quiet"]
+    hz = tmp_path / "horizon"
+    argv = ["tune", "horizon", *common, "--horizons", "0.5,1", "--points", "3", "--extend", "0",
+            "--bootstrap", "50", "--out", str(hz)]
+    out = _run_cli(argv, capsys)
+    assert "exponent" in out
+    record = json.loads((hz / "horizon.json").read_text())
+    runs = pd.read_csv(hz / "horizon.csv")
+    assert len(runs) == 6 and set(runs["tokens"]) == {REF["tokens"] // 2, REF["tokens"]}
+    recipe = get_recipe("cpu")
+    for T, r in zip((REF["tokens"] / 2, REF["tokens"]), record["recipe_lr"]):
+        assert r == pytest.approx(recipe.hyperparams(4, T, 32).lr)
+        assert sorted(runs.loc[runs["target_tokens"] == T, "lr"]) == pytest.approx(lr_grid(r, 3, 2.0))
+    # The fit in horizon.json is the fit of the losses in horizon.csv.
+    fit = record["fit"]
+    lrs = [list(runs.loc[runs["target_tokens"] == T, "lr"]) for T in (REF["tokens"] / 2, REF["tokens"])]
+    losses = [list(runs.loc[runs["target_tokens"] == T, "loss"]) for T in (REF["tokens"] / 2, REF["tokens"])]
+    again = fit_horizon_exponent(fit["tokens"], lrs, losses, ref_tokens=REF["tokens"], bootstrap=0)
+    assert again.exponent == pytest.approx(fit["exponent"])
+    assert (hz / "horizon.png").stat().st_size > 10_000
+    stamps = {p: p.stat().st_mtime_ns for p in hz.glob("runs/*/summary.json")}
+    _run_cli(argv, capsys)  # a re-run trains nothing
+    assert {p: p.stat().st_mtime_ns for p in hz.glob("runs/*/summary.json")} == stamps
+
+    # Transfer at the reference point, in the same directory: the horizon sweep's runs at T0 are
+    # the transfer sweep's runs (same specs), so nothing is trained and the verdict is theirs.
+    out = _run_cli(["tune", "transfer", *common, "--settings", f"32x4x{REF['tokens']}", "--points", "3",
+                    "--extend", "0", "--out", str(hz)], capsys)
+    assert {p: p.stat().st_mtime_ns for p in hz.glob("runs/*/summary.json")} == stamps
+    check = json.loads((hz / "transfer.json").read_text())["checks"][0]
+    at_t0 = runs[runs["target_tokens"] == REF["tokens"]].sort_values("lr")
+    assert check["recipe_lr"] == pytest.approx(record["recipe_lr"][1])
+    assert check["lrs"] == pytest.approx(list(at_t0["lr"])) and check["losses"] == pytest.approx(list(at_t0["loss"]))
+    losses = list(at_t0["loss"])
+    assert check["ok"] == (losses[1] <= min(losses) * 1.005)
+    assert check["gap"] == pytest.approx(losses[1] / min(losses) - 1)
+    assert "| 32 | 4 |" in (hz / "transfer.md").read_text() and ("pass" in out or "FAIL" in out)

@@ -99,6 +99,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="multipliers of --tokens (default 0.25,1,4)")
     h.add_argument("--points", type=_number(int, "--points"), default=5, help="LRs per sweep, odd (default 5)")
     h.add_argument("--step", type=_number(float, "--step"), default=2.0, help="LR grid factor (default 2)")
+    h.add_argument("--extend", type=_number(int, "--extend", positive=False), default=2,
+                   help="extra LRs past a grid edge while the lowest loss sits there (default 2)")
     h.add_argument("--fit-points", type=_number(int, "--fit-points"), default=3,
                    help="lowest points the parabola is fitted through (default 3)")
     h.add_argument("--bootstrap", type=_number(int, "--bootstrap", positive=False), default=1000)
@@ -116,6 +118,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="WIDTHxBATCHxTOKENS,... (default: 2× width, 2× batch, 4× horizon of the reference)")
     t.add_argument("--points", type=_number(int, "--points"), default=5, help="LRs per sweep, odd (default 5)")
     t.add_argument("--step", type=_number(float, "--step"), default=2.0, help="LR grid factor (default 2)")
+    t.add_argument("--extend", type=_number(int, "--extend", positive=False), default=2,
+                   help="extra LRs past a grid edge while the lowest loss sits there (default 2)")
     t.add_argument("--tolerance", type=_number(float, "--tolerance", positive=False), default=0.005,
                    help="relative loss tolerance (default 0.005 = 0.5%%)")
     t.add_argument("--strict", action="store_true", help="exit 1 when any setting fails")
@@ -172,7 +176,8 @@ def run_horizon_cmd(args: argparse.Namespace) -> int:
     lr_grid(1.0, args.points, args.step)  # validate before any work
     record = run_horizon(recipe, source, hidden=args.hidden, batch=batch, tokens=tokens, out_dir=args.out,
                          settings=settings, multipliers=args.horizons, points=args.points, step=args.step,
-                         fit_points=args.fit_points, bootstrap=args.bootstrap, loss_noise=args.loss_noise,
+                         extend=args.extend, fit_points=args.fit_points, bootstrap=args.bootstrap,
+                         loss_noise=args.loss_noise,
                          seed=args.seed, plot=not args.no_plot)
     if args.json:
         print(json.dumps({k: v for k, v in record.items() if k != "runs"}, indent=2))
@@ -191,7 +196,8 @@ def run_transfer_cmd(args: argparse.Namespace) -> int:
     points = (parse_settings(args.settings) if args.settings
               else default_settings(args.hidden, batch, tokens, recipe.head_dim))
     record = run_transfer(recipe, source, points_list=points, out_dir=args.out, settings=settings,
-                          points=args.points, step=args.step, tolerance=args.tolerance, plot=not args.no_plot)
+                          points=args.points, step=args.step, extend=args.extend, tolerance=args.tolerance,
+                          plot=not args.no_plot)
     if args.json:
         print(json.dumps(record, indent=2))
     else:

@@ -145,6 +145,11 @@ def lr_grid(center: float, points: int = 5, step: float = 2.0) -> list[float]:
     return [center * step ** i for i in range(-k, k + 1)]
 
 
+# Horizon sweeps and transfer checks name (and tag) their runs alike, so the two commands pointed
+# at one --out share identical runs (a run is a pure function of its RunSpec).
+SWEEP_PREFIX = "lr"
+
+
 def lr_sweep_specs(recipe: Recipe, *, prefix: str, hidden: int, batch: int, tokens: float, lrs: Sequence[float],
                    settings: TuneSettings, tags: dict[str, str] | None = None) -> list[RunSpec]:
     """One run per projection LR at (hidden, batch, tokens); every other hyperparameter is the
@@ -153,8 +158,43 @@ def lr_sweep_specs(recipe: Recipe, *, prefix: str, hidden: int, batch: int, toke
     point = point_name(prefix, hidden, batch, tokens)
     return [build_spec(recipe, name=f"{point}-{lr_label(lr)}", hidden=hidden, batch=batch, tokens=tokens,
                        optimizer=dataclasses.replace(base, lr=lr), settings=settings,
-                       tags={"tune": prefix, "sweep_lr": repr(lr), **(tags or {})})
+                       tags={"tune": "lr-sweep", "sweep_lr": repr(lr), **(tags or {})})
             for lr in lrs]
+
+
+def adaptive_sweeps(recipe: Recipe, *, prefix: str, points: Sequence[tuple[int, int, float]],
+                    centers: Sequence[float], grid_points: int, step: float, extend: int, runs_dir: Path,
+                    settings: TuneSettings, label: str) -> list[tuple[list[RunSpec], list[dict]]]:
+    """LR sweeps at several (hidden, batch, tokens) points, trained together. A sweep whose lowest
+    loss is at its smallest or largest LR gets one more LR beyond that edge (same step), up to
+    `extend` times: an optimum on the grid's edge is only a bound. Returns (specs, summaries) per
+    point, specs sorted by LR."""
+    grids = [lr_grid(c, grid_points, step) for c in centers]
+    extend = max(0, int(extend))
+    for rnd in range(extend + 1):
+        sweeps = [lr_sweep_specs(recipe, prefix=prefix, hidden=h, batch=b, tokens=t, lrs=g, settings=settings)
+                  for (h, b, t), g in zip(points, grids)]
+        flat = [s for sw in sweeps for s in sw]
+        done = dict(zip([s.name for s in flat], run_specs(flat, runs_dir, settings, label)))
+        results = [(sw, [done[s.name] for s in sw]) for sw in sweeps]
+        if rnd == extend:
+            break
+        grown = False
+        for i, (sw, sums) in enumerate(results):
+            losses = [completed_loss(x) for x in sums]
+            if not any(math.isfinite(v) for v in losses):
+                continue
+            best = min(range(len(losses)), key=lambda j: losses[j])
+            if best == 0:
+                grids[i] = [grids[i][0] / step] + grids[i]
+                grown = True
+            elif best == len(losses) - 1:
+                grids[i] = grids[i] + [grids[i][-1] * step]
+                grown = True
+        if not grown:
+            break
+        say(settings, "optimum at a grid edge: extending those sweeps by one LR")
+    return results
 
 
 # ---- training a batch of runs ------------------------------------------------------------------

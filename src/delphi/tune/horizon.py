@@ -8,9 +8,9 @@ horizon the optimal LR is the vertex of a parabola in log LR through the sweep's
 log η*(T) is then fitted as a line in log T, whose slope is −exponent.
 
 Interval: a parametric bootstrap. Each replicate perturbs every measured loss with Gaussian noise
-of the run-to-run size σ (per horizon: the parabola fit's residual spread when it has degrees of
-freedom, never below `loss_noise` × loss, the seed-to-seed noise one assumes — pass a measured
-seed spread), re-finds each optimum and refits the power law. The 2.5–97.5 percentiles of the
+of the run-to-run size σ (per horizon: the residual spread of a parabola through the sweep's 5
+lowest points, never below `loss_noise` × loss, the seed-to-seed noise one assumes — pass a
+measured seed spread), re-finds each optimum and refits the power law. The 2.5–97.5 percentiles of the
 exponent are reported. An optimum at the edge of its grid is flagged: the grid should be widened.
 """
 
@@ -71,9 +71,11 @@ def optimum_lr(lrs: Sequence[float], losses: Sequence[float], fit_points: int = 
 
 
 def _residual_sigma(lrs: np.ndarray, losses: np.ndarray, fit_points: int) -> float:
-    """Residual spread of the parabola through the lowest points (0 when it has no dof)."""
+    """Residual spread of a least-squares parabola through the max(fit_points, 5) lowest points
+    (0 with fewer than 4). It counts the parabola's misfit as noise too, which errs towards a
+    wider interval: the bootstrap should not be more confident than the sweep's bumpiness allows."""
     ok = np.isfinite(losses)
-    k = max(3, int(fit_points))
+    k = max(5, int(fit_points))
     idx = np.flatnonzero(ok)[np.argsort(losses[ok], kind="stable")[:k]]
     if len(idx) <= 3:
         return 0.0
@@ -174,36 +176,37 @@ def fit_horizon_exponent(tokens: Sequence[float], lrs: Sequence[Sequence[float]]
 
 def run_horizon(recipe, recipe_source: dict[str, Any], *, hidden: int, batch: int, tokens: float, out_dir,
                 settings, multipliers: Sequence[float] = (0.25, 1.0, 4.0), points: int = 5, step: float = 2.0,
-                fit_points: int = 3, bootstrap: int = 1000, loss_noise: float = 1e-3, seed: int = 0,
-                plot: bool = True) -> dict[str, Any]:
-    """Sweep the projection LR at `tokens × multipliers`, fit the exponent, write
-    horizon.json / horizon.csv / horizon.png in `out_dir`; returns the horizon.json record."""
-    from delphi.tune.common import completed_loss, lr_grid, lr_sweep_specs, prepare, run_specs, say, write_atomic
+                extend: int = 2, fit_points: int = 3, bootstrap: int = 1000, loss_noise: float = 1e-3,
+                seed: int = 0, plot: bool = True) -> dict[str, Any]:
+    """Sweep the projection LR at `tokens × multipliers` (extending a sweep past its edge up to
+    `extend` times while its lowest loss sits there), fit the exponent, write horizon.json /
+    horizon.csv / horizon.png in `out_dir`; returns the horizon.json record."""
+    from delphi.tune.common import (SWEEP_PREFIX, adaptive_sweeps, check_point, completed_loss, lr_grid, prepare, say,
+                                    write_atomic)
 
     if len(multipliers) < 2 or len(set(multipliers)) != len(multipliers) or any(not m > 0 for m in multipliers):
         raise DelphiError("--horizons needs two or more distinct positive multipliers of --tokens, e.g. 0.25,1,4")
     out = Path(out_dir)
     horizons = [tokens * m for m in multipliers]
-    sweeps = []
+    recipe_lrs = []
     for T in horizons:
-        recipe_lr = recipe.hyperparams(batch, T, hidden).lr
-        specs = lr_sweep_specs(recipe, prefix="horizon", hidden=hidden, batch=batch, tokens=T,
-                               lrs=lr_grid(recipe_lr, points, step), settings=settings)
-        sweeps.append((T, recipe_lr, specs))
-    all_specs = [s for *_, specs in sweeps for s in specs]
-    say(settings, f"horizon sweep: {len(horizons)} horizons × {points} LRs = {len(all_specs)} runs "
-                  f"(hidden {hidden}, batch {batch})")
+        check_point(recipe, hidden, batch, T)
+        recipe_lrs.append(recipe.hyperparams(batch, T, hidden).lr)
+    lr_grid(recipe_lrs[0], points, step)  # validate the grid before any work
+    say(settings, f"horizon sweep: {len(horizons)} horizons × {points} LRs = {len(horizons) * points} runs "
+                  f"(hidden {hidden}, batch {batch}; up to {extend} more per horizon if its optimum is at an edge)")
     prepare(settings, recipe)
-    summaries = dict(zip([s.name for s in all_specs], run_specs(all_specs, out / "runs", settings, "horizon sweep")))
+    results = adaptive_sweeps(recipe, prefix=SWEEP_PREFIX, points=[(hidden, batch, T) for T in horizons],
+                              centers=recipe_lrs, grid_points=points, step=step, extend=extend,
+                              runs_dir=out / "runs", settings=settings, label="horizon sweep")
 
     rows, lrs, losses, actual_tokens = [], [], [], []
-    for T, recipe_lr, specs in sweeps:
-        ls = [completed_loss(summaries[s.name]) for s in specs]
+    for T, recipe_lr, (specs, sums) in zip(horizons, recipe_lrs, results):
+        ls = [completed_loss(x) for x in sums]
         lrs.append([s.optimizer.lr for s in specs])
         losses.append(ls)
         actual_tokens.append(float(specs[0].tokens))
-        for s, loss in zip(specs, ls):
-            sm = summaries[s.name]
+        for s, loss, sm in zip(specs, ls, sums):
             rows.append({"run": s.name, "target_tokens": T, "tokens": s.tokens, "steps": s.train_steps,
                          "lr": s.optimizer.lr, "recipe_lr": recipe_lr, "status": sm.get("status"),
                          "loss": loss if math.isfinite(loss) else None})
@@ -213,7 +216,7 @@ def run_horizon(recipe, recipe_source: dict[str, Any], *, hidden: int, batch: in
         "recipe": recipe_source, "hidden": hidden, "batch": batch, "ref_tokens": tokens,
         "multipliers": list(multipliers), "points": points, "step": step, "fit": fit.to_dict(),
         "recipe_exponent": recipe.horizon_exponent,
-        "recipe_lr": [r for _, r, _ in sweeps],
+        "recipe_lr": recipe_lrs, "extend": extend,
         "runs": rows,
     }
     write_atomic(out / "horizon.json", json.dumps(record, indent=2, default=_json_default) + "\n")
@@ -221,7 +224,7 @@ def run_horizon(recipe, recipe_source: dict[str, Any], *, hidden: int, batch: in
     if plot:
         from delphi.tune.plots import plot_horizon
 
-        record["plot"] = str(plot_horizon(fit, lrs, losses, [r for _, r, _ in sweeps], out / "horizon.png"))
+        record["plot"] = str(plot_horizon(fit, lrs, losses, recipe_lrs, out / "horizon.png"))
     return record
 
 
@@ -238,6 +241,11 @@ def format_horizon(record: dict[str, Any]) -> str:
                  + f"); recipe uses {record['recipe_exponent']}, Delphi 0.3 "
                  + ("inside" if fit["contains_delphi_0.3"] else "outside") + " the interval")
     lines.append(f"η*(T0 = {fit['ref_tokens']:.4g}) = {fit['lr_at_ref']:.4g}")
+    edges = sum(fit["at_edge"])
+    if edges:
+        lines.append(f"warning: {edges} of {len(fit['at_edge'])} horizon(s) still have their lowest loss at the grid "
+                     "edge (after extending); there the optimum is only a bound and the exponent is not measured — "
+                     "widen --step/--points or raise --extend")
     return "\n".join(lines)
 
 

@@ -103,32 +103,33 @@ def default_settings(hidden: int, batch: int, tokens: float, head_dim: int) -> l
 
 
 def run_transfer(recipe, recipe_source: dict[str, Any], *, points_list: Sequence[tuple[int, int, float]], out_dir,
-                 settings, points: int = 5, step: float = 2.0, tolerance: float = DEFAULT_TOLERANCE,
-                 plot: bool = True) -> dict[str, Any]:
-    """Sweep the projection LR at each (width, batch, tokens); write transfer.json / .csv / .md."""
-    from delphi.tune.common import (check_point, completed_loss, lr_grid, lr_sweep_specs, prepare, run_specs, say,
+                 settings, points: int = 5, step: float = 2.0, extend: int = 2,
+                 tolerance: float = DEFAULT_TOLERANCE, plot: bool = True) -> dict[str, Any]:
+    """Sweep the projection LR at each (width, batch, tokens) (extending a sweep past its edge up
+    to `extend` times while its best loss sits there: the true best may be further out, and the
+    verdict is relative to it); write transfer.json / .csv / .md / .png."""
+    from delphi.tune.common import (SWEEP_PREFIX, adaptive_sweeps, check_point, completed_loss, lr_grid, prepare, say,
                                     write_atomic)
 
     out = Path(out_dir)
-    plan = []
+    if len(set(points_list)) != len(points_list):
+        raise DelphiError("two --settings entries are the same point; list each (width, batch, tokens) once")
+    recipe_lrs = []
     for hidden, batch, tokens in points_list:
         check_point(recipe, hidden, batch, tokens)
-        recipe_lr = recipe.hyperparams(batch, tokens, hidden).lr
-        specs = lr_sweep_specs(recipe, prefix="transfer", hidden=hidden, batch=batch, tokens=tokens,
-                               lrs=lr_grid(recipe_lr, points, step), settings=settings)
-        plan.append(((hidden, batch, tokens), recipe_lr, specs))
-    all_specs = [s for *_, specs in plan for s in specs]
-    if len({s.name for s in all_specs}) != len(all_specs):
-        raise DelphiError("two --settings entries are the same point; list each (width, batch, tokens) once")
-    say(settings, f"transfer check: {len(plan)} settings × {points} LRs = {len(all_specs)} runs")
+        recipe_lrs.append(recipe.hyperparams(batch, tokens, hidden).lr)
+    lr_grid(recipe_lrs[0], points, step)  # validate the grid before any work
+    say(settings, f"transfer check: {len(points_list)} settings × {points} LRs = {len(points_list) * points} runs")
     prepare(settings, recipe)
-    summaries = dict(zip([s.name for s in all_specs], run_specs(all_specs, out / "runs", settings, "transfer")))
+    results = adaptive_sweeps(recipe, prefix=SWEEP_PREFIX, points=list(points_list), centers=recipe_lrs,
+                              grid_points=points, step=step, extend=extend, runs_dir=out / "runs",
+                              settings=settings, label="transfer")
     checks = []
-    for (hidden, batch, tokens), recipe_lr, specs in plan:
-        losses = [completed_loss(summaries[s.name]) for s in specs]
+    for (hidden, batch, tokens), recipe_lr, (specs, sums) in zip(points_list, recipe_lrs, results):
+        losses = [completed_loss(x) for x in sums]
         checks.append(check_transfer([s.optimizer.lr for s in specs], losses, recipe_lr, tolerance=tolerance,
                                      hidden=hidden, batch=batch, tokens=tokens))
-    record = {"recipe": recipe_source, "tolerance": tolerance, "points": points, "step": step,
+    record = {"recipe": recipe_source, "tolerance": tolerance, "points": points, "step": step, "extend": extend,
               "passed": sum(c.ok for c in checks), "total": len(checks),
               "checks": [c.to_dict() for c in checks]}
     write_atomic(out / "transfer.json", json.dumps(record, indent=2) + "\n")
