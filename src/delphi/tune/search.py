@@ -148,7 +148,7 @@ def search(recipe: Recipe, recipe_source: dict[str, Any], *, hidden: int, batch:
               "eval_windows_per_domain": settings.eval_windows_per_domain, "precision": settings.precision}
     _check_config(out / "search-config.json", config)
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # its warnings are about itself, not the search
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
