@@ -15,7 +15,7 @@ from delphi.errors import DelphiError
 from delphi.recipe import get_recipe
 from delphi.tune import (TuneSettings, check_transfer, default_space, fit_horizon_exponent, load_recipe, lr_grid,
                          optimum_lr, search)
-from delphi.tune.common import lr_sweep_specs
+from delphi.tune.common import extend_grids, lr_sweep_specs
 from delphi.tune.search import parse_space, preset_toml
 from delphi.tune.transfer import default_settings, parse_settings
 
@@ -193,6 +193,18 @@ def test_optimum_at_grid_edge_is_flagged_and_diverged_runs_ignored():
         optimum_lr(lrs, [math.inf] * 5)
     with pytest.raises(DelphiError, match="two or more"):
         fit_horizon_exponent([1e6], [lrs], [[3.0] * 5])
+
+
+def test_sweeps_grow_past_the_edge_holding_their_lowest_loss():
+    grids = [[1.0, 2.0, 4.0], [1.0, 2.0, 4.0], [1.0, 2.0, 4.0], [1.0, 2.0, 4.0]]
+    losses = [[3.0, 3.1, 3.2],              # lowest at the smallest LR → one smaller
+              [3.2, 3.1, 3.0],              # lowest at the largest LR → one larger
+              [3.2, 3.0, 3.1],              # interior: unchanged
+              [3.2, 3.0, math.inf]]         # largest diverged: the lowest is interior
+    new, grown = extend_grids(grids, losses, 2.0)
+    assert grown and new == [[0.5, 1.0, 2.0, 4.0], [1.0, 2.0, 4.0, 8.0], [1.0, 2.0, 4.0], [1.0, 2.0, 4.0]]
+    assert extend_grids(grids[2:], losses[2:], 2.0) == ([[1.0, 2.0, 4.0], [1.0, 2.0, 4.0]], False)
+    assert extend_grids([[1.0, 2.0]], [[math.inf, math.inf]], 2.0) == ([[1.0, 2.0]], False)
 
 
 # ---- transfer checks on synthetic sweeps ---------------------------------------------------------------

@@ -179,22 +179,31 @@ def adaptive_sweeps(recipe: Recipe, *, prefix: str, points: Sequence[tuple[int, 
         results = [(sw, [done[s.name] for s in sw]) for sw in sweeps]
         if rnd == extend:
             break
-        grown = False
-        for i, (sw, sums) in enumerate(results):
-            losses = [completed_loss(x) for x in sums]
-            if not any(math.isfinite(v) for v in losses):
-                continue
-            best = min(range(len(losses)), key=lambda j: losses[j])
-            if best == 0:
-                grids[i] = [grids[i][0] / step] + grids[i]
-                grown = True
-            elif best == len(losses) - 1:
-                grids[i] = grids[i] + [grids[i][-1] * step]
-                grown = True
+        grids, grown = extend_grids(grids, [[completed_loss(x) for x in sums] for _, sums in results], step)
         if not grown:
             break
         say(settings, "optimum at a grid edge: extending those sweeps by one LR")
     return results
+
+
+def extend_grids(grids: Sequence[Sequence[float]], losses: Sequence[Sequence[float]],
+                 step: float) -> tuple[list[list[float]], bool]:
+    """One more LR past the edge of each sweep whose lowest loss sits on that edge (grids sorted
+    ascending, losses aligned, inf = diverged/failed); returns the new grids and whether any grew."""
+    out, grown = [], False
+    for grid, ls in zip(grids, losses):
+        grid = list(grid)
+        finite = [j for j, v in enumerate(ls) if math.isfinite(v)]
+        if finite:
+            best = min(finite, key=lambda j: ls[j])
+            if best == 0:
+                grid.insert(0, grid[0] / step)
+                grown = True
+            elif best == len(grid) - 1:
+                grid.append(grid[-1] * step)
+                grown = True
+        out.append(grid)
+    return out, grown
 
 
 # ---- training a batch of runs ------------------------------------------------------------------
