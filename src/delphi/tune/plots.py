@@ -18,6 +18,13 @@ def _plt():
     return plt
 
 
+def _log_x(ax) -> None:
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on < 2 decades
+
+
 def plot_partial_dependence(table, space, best_trial: int, path: Path) -> Path:
     """Loss vs each searched constant across completed trials; the chosen trial is a red star and
     a dashed line; colour shows trial order (where the sampler concentrated later trials)."""
@@ -40,10 +47,7 @@ def plot_partial_dependence(table, space, best_trial: int, path: Path) -> Path:
             ax.scatter([bx], [float(best["loss"].iloc[0])], marker="*", s=180, color="tab:red", zorder=5,
                        label=f"chosen: {bx:.3g}")
         if p.log:
-            from matplotlib.ticker import NullFormatter
-
-            ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on < 2 decades
+            _log_x(ax)
         # The whole searched range, so a choice at its edge (range too narrow) is visible.
         pad = (p.high / p.low) ** 0.03 if p.log else 0.0
         ax.set_xlim(p.low / pad, p.high * pad) if p.log else ax.set_xlim(p.low - 0.03 * (p.high - p.low),
@@ -86,7 +90,7 @@ def plot_horizon(fit, lrs: Sequence[Sequence[float]], losses: Sequence[Sequence[
         a1.plot(np.asarray(l)[ok], y[ok], "o-", color=c, label=f"T = {T:.3g}")
         a1.plot([lo], [yo], "*", ms=14, color=c, mec="k")
         a1.axvline(r, color=c, ls=":", lw=1)
-    a1.set_xscale("log")
+    _log_x(a1)
     a1.set_xlabel("projection (AdamH) LR")
     a1.set_ylabel("macro validation loss")
     a1.set_title("LR sweeps (★ fitted optimum, dotted: recipe LR)", fontsize=9)
@@ -126,7 +130,7 @@ def plot_transfer(checks, path: Path) -> Path:
                    label=f"within {c.tolerance:.1%} of best")
         ax.axvline(c.recipe_lr, color="tab:green" if c.ok else "tab:red", ls="--",
                    label=f"recipe LR {c.recipe_lr:.3g} ({'pass' if c.ok else 'FAIL'})")
-        ax.set_xscale("log")
+        _log_x(ax)
         ax.set_title(f"width {c.hidden}, batch {c.batch}, T {c.tokens:.3g}", fontsize=9)
         ax.set_xlabel("projection LR")
         ax.set_ylabel("macro validation loss")
