@@ -50,9 +50,24 @@ bootstrap = 200
 """
 
 
-def _suite_file(tmp: Path, name="suite.toml") -> Path:
+def _suite_file(tmp: Path, name="suite.toml", downstream: bool = False) -> Path:
+    text = SUITE
+    if downstream:
+        # Pool for the two-step forecast: the OLMo ladder's final checkpoints (ARC-Easy 5-shot
+        # bpb of the gold answer → accuracy), the same metric our eval computes.
+        ladder = pd.read_csv(Path(__file__).parent / "data" / "eval" / "olmo_ladder.csv.gz")
+        last = ladder.loc[ladder.groupby("run")["_step"].idxmax()]
+        pool = pd.DataFrame({"model": last["run"], "soft": last["eval/downstream_bpb/arc_easy_test_rc_5shot_bpb"],
+                             "hard": last["eval/downstream/arc_easy_test_rc_5shot_len_norm"]})
+        pool.to_csv(tmp / "pool.csv", index=False)
+        text = text.replace("windows_per_domain = 4", f"""windows_per_domain = 4
+downstream = ["arc_easy:5"]
+limit = 16
+pool = "{tmp / 'pool.csv'}"
+soft = "arc_easy_5shot/bpb"
+floor = 0.25""")
     p = tmp / name
-    p.write_text(SUITE)
+    p.write_text(text)
     return p
 
 
@@ -64,7 +79,7 @@ def _cli(*args, **kw):
 def finished_suite(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("suite")
     out = tmp / "out"
-    r = _cli("run", str(_suite_file(tmp)), "--out", str(out), "--quiet")
+    r = _cli("run", str(_suite_file(tmp, downstream=True)), "--out", str(out), "--quiet")
     assert r.returncode == 0, r.stderr[-3000:]
     return out
 
@@ -88,6 +103,12 @@ def test_every_artefact_is_written(finished_suite):
     for run in grid.name:
         rd = d / "runs" / run
         assert (rd / "summary.json").exists() and (rd / "metrics.jsonl").exists() and (rd / "hf").is_dir()
+    # downstream: winners and the held-out run evaluated, metrics merged, two-step forecast written
+    evaluated = table.dropna(subset=["arc_easy_5shot/bpb"])
+    assert len(evaluated) == len(suite.fit_budgets) + 1
+    assert (evaluated["arc_easy_5shot/bpb"] > 0).all()
+    down = json.loads((d / "downstream.json").read_text())
+    assert down and (d / "downstream.png").stat().st_size > 5_000
     r = _cli("check", str(d), "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["results"][0]["actual"] == row["actual"]
 

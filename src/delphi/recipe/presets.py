@@ -26,6 +26,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+from typing import Any
 
 from delphi.errors import DelphiError
 from delphi.recipe.cautious_adamc import DELPHI_V1
@@ -46,6 +48,33 @@ RECIPES: dict[str, Recipe] = {"delphi": DELPHI, "delphi-v1": DELPHI_V1, "cpu": C
 def register_recipe(recipe: Recipe) -> Recipe:
     RECIPES[recipe.name] = recipe
     return recipe
+
+
+def recipe_from_table(section: dict[str, Any], where: str = "recipe") -> Recipe:
+    """A recipe from a TOML table: `preset = NAME` (default "delphi") plus any Recipe constants
+    to override, each checked against the preset's type (a suite's or a tuned preset's [recipe])."""
+    section = dict(section)
+    preset = section.pop("preset", "delphi")
+    if not isinstance(preset, str):
+        raise DelphiError(f"{where}: recipe.preset must be a recipe name such as \"cpu\"")
+    base = get_recipe(preset)
+    fields = {f.name for f in dataclasses.fields(base)}
+    unknown = sorted(set(section) - fields)
+    if unknown:
+        raise DelphiError(f"{where}: unknown recipe constant(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
+    if "isoflop_budgets" in section:
+        section["isoflop_budgets"] = tuple(section["isoflop_budgets"])
+    for k, v in section.items():
+        default = getattr(base, k)
+        if isinstance(default, bool) != isinstance(v, bool) or (
+                isinstance(default, (int, float)) and not isinstance(v, (int, float))):
+            raise DelphiError(f"{where}: recipe.{k} must be like {default!r}, got {v!r}")
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and (not math.isfinite(v) or v < 0):
+            raise DelphiError(f"{where}: recipe.{k} must be a finite non-negative number, got {v!r}")
+    try:
+        return dataclasses.replace(base, **section)
+    except (TypeError, ValueError) as e:
+        raise DelphiError(f"{where}: bad recipe constants ({e})") from None
 
 
 def get_recipe(name: str) -> Recipe:

@@ -11,10 +11,9 @@ their checkpoints, forecasts already registered for the same fit are not registe
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from delphi.errors import DelphiError
 from delphi.forecast.ledger import Ledger, sha256_file
@@ -76,6 +75,9 @@ def run_suite(suite: SuiteSpec, *, retry_failed: bool = False, progress: bool = 
         execute(specs, runs_dir, label="held-out", **run_kw)
         table = collect(runs_dir)
         write_table(table, d / "runs.csv")
+
+    if suite.downstream_tasks:
+        table = downstream_stage(suite, d, table, progress)
 
     from delphi.forecast.check import check_suite, format_check
 
@@ -150,3 +152,38 @@ def register_heldout(suite: SuiteSpec, d: Path, fit: dict[str, Any], progress: b
             specs.append(type(spec).from_dict({**entry["run_spec"],
                                                "tags": {**entry["run_spec"]["tags"], "ledger_entry": entry["hash"]}}))
     return specs
+
+
+def downstream_stage(suite: SuiteSpec, d: Path, table, progress: bool):
+    """Evaluate the IsoFLOP winners and held-out runs on the suite's tasks, merge the metrics
+    into runs.csv, and (with a pool) forecast accuracy at the held-out compute (downstream.json,
+    downstream.png). Each run's results are kept in runs/<name>/eval/, so a re-run evaluates
+    only what is new."""
+    from delphi.downstream import forecast_downstream
+    from delphi.eval import evaluate, load_results, merge_into_runs_table, open_model, save_results
+
+    done = table[table["status"] == "completed"]
+    grid = done[done["role"] == "grid"]
+    winners = grid.loc[grid.groupby("budget")["loss"].idxmin()]
+    names = list(winners["name"]) + list(done[done["role"] == "heldout"]["name"])
+    results = []
+    for name in names:
+        run_dir = d / "runs" / name
+        out = run_dir / "eval"
+        if not out.exists():
+            _say(progress, f"[bold]eval[/] {name}: {', '.join(suite.downstream_tasks)}")
+            scorer, _ = open_model(run_dir)
+            save_results(evaluate(scorer, list(suite.downstream_tasks), limit=suite.downstream_limit,
+                                  progress=progress), out)
+        results.extend(load_results(out))
+    table = merge_into_runs_table(table, results)
+    write_table(table, d / "runs.csv")
+    if suite.downstream_pool:
+        targets = [float(x) for x in done[done["role"] == "heldout"]["flops"]] or \
+                  [10 * max(suite.fit_budgets)]
+        fc = forecast_downstream(table[table["role"] == "grid"], suite.downstream_pool, soft=suite.downstream_soft,
+                                 target_flops=targets, floor=suite.downstream_floor, bootstrap=suite.bootstrap,
+                                 seed=suite.fit_seed)
+        (d / "downstream.json").write_text(json.dumps(fc.to_dict(), indent=2))
+        fc.plot(d / "downstream.png")
+    return table

@@ -8,7 +8,8 @@ before any work starts; unknown keys and impossible values are user errors namin
     [grid]      budgets (FLOPs), seed
     [heldout]   budgets, seeds, batch_size (optional fixed batch)
     [data]      mixture, tokenizer, block_cross_document_attention
-    [eval]      every (steps), windows_per_domain, downstream (task names; empty = off)
+    [eval]      every (steps), windows_per_domain, downstream (task names; empty = off),
+                limit (items per task), pool + soft + floor (two-step downstream forecast)
     [train]     precision, compile, checkpoint_every, checkpoint_every_minutes
     [fit]       metric, bootstrap, seed
     [executor]  kind = "local" | "ray", workers, threads_per_worker, address, cpus_per_run, gpus_per_run
@@ -25,7 +26,8 @@ from typing import Any
 
 from delphi.config import DataSpec, RunSpec
 from delphi.errors import DelphiError
-from delphi.recipe import Candidate, Recipe, get_recipe
+from delphi.recipe import Candidate, Recipe
+from delphi.recipe.presets import recipe_from_table
 
 PRESET_DIR = Path(__file__).with_name("presets")
 
@@ -53,7 +55,11 @@ class SuiteSpec:
     data: DataSpec = field(default_factory=DataSpec)
     eval_every: int = 0
     eval_windows_per_domain: int = 16
-    downstream_tasks: tuple[str, ...] = ()
+    downstream_tasks: tuple[str, ...] = ()  # eval tasks for the bucket winners and held-out runs
+    downstream_limit: int | None = None  # items per task (None: the committed subset)
+    downstream_pool: str | None = None  # CSV (model, soft, hard) or a dir of `delphi eval` results
+    downstream_soft: str | None = None  # runs-table column of the soft metric, e.g. "arc_easy/bpb"
+    downstream_floor: float | None = None  # chance accuracy for the sigmoid
     precision: str = "auto"
     compile: str = "auto"
     checkpoint_every: int = 0
@@ -94,7 +100,7 @@ _SECTIONS = {
     "grid": {"budgets", "seed"},
     "heldout": {"budgets", "seeds", "batch_size"},
     "data": {f.name for f in dataclasses.fields(DataSpec)},
-    "eval": {"every", "windows_per_domain", "downstream"},
+    "eval": {"every", "windows_per_domain", "downstream", "limit", "pool", "soft", "floor"},
     "train": {"precision", "compile", "checkpoint_every", "checkpoint_every_minutes"},
     "fit": {"metric", "bootstrap", "seed"},
     "executor": {f.name for f in dataclasses.fields(ExecutorSettings)},
@@ -144,7 +150,7 @@ def parse_suite(text: str, *, where: str = "suite", out_dir: str | None = None) 
     g = lambda s: doc.get(s, {})  # noqa: E731
 
     name = _str(g("suite").get("name", "suite"), where, "suite.name")
-    recipe = _recipe(g("recipe"), where)
+    recipe = recipe_from_table(g("recipe"), where)
     fit_budgets = _budgets(g("grid").get("budgets"), where, "grid.budgets")
     heldout_budgets = _budgets(g("heldout").get("budgets"), where, "heldout.budgets")
     seeds = g("heldout").get("seeds", [0])
@@ -171,6 +177,9 @@ def parse_suite(text: str, *, where: str = "suite", out_dir: str | None = None) 
         eval_every=_int(ev.get("every", 0), where, "eval.every"),
         eval_windows_per_domain=_int(ev.get("windows_per_domain", 16), where, "eval.windows_per_domain", lo=1),
         downstream_tasks=tuple(ev.get("downstream", [])),
+        downstream_limit=_int(ev["limit"], where, "eval.limit", lo=1) if "limit" in ev else None,
+        downstream_pool=ev.get("pool"), downstream_soft=ev.get("soft"),
+        downstream_floor=float(ev["floor"]) if "floor" in ev else None,
         precision=tr.get("precision", "auto"), compile=tr.get("compile", "auto"),
         checkpoint_every=_int(tr.get("checkpoint_every", 0), where, "train.checkpoint_every"),
         checkpoint_every_minutes=float(tr.get("checkpoint_every_minutes", 5.0)),
@@ -178,6 +187,13 @@ def parse_suite(text: str, *, where: str = "suite", out_dir: str | None = None) 
         bootstrap=_int(fi.get("bootstrap", 2000), where, "fit.bootstrap", lo=0),
         fit_seed=_int(fi.get("seed", 0), where, "fit.seed"), executor=executor, source=text,
     )
+    if spec.downstream_tasks:
+        from delphi.eval import parse_tasks
+
+        parse_tasks(list(spec.downstream_tasks))  # unknown task names fail here
+        if spec.downstream_pool and not spec.downstream_soft:
+            raise DelphiError(f"{where}: eval.pool needs eval.soft, the soft-metric column to forecast "
+                              "(e.g. \"arc_easy/bpb\")")
     if spec.precision not in ("auto", "fp32", "bf16") or spec.compile not in ("auto", "on", "off"):
         raise DelphiError(f"{where}: train.precision must be auto|fp32|bf16 and train.compile auto|on|off")
     _check_plan(spec, where)
@@ -202,28 +218,6 @@ def _check_plan(spec: SuiteSpec, where: str) -> None:
     for b in spec.heldout_budgets:
         if not spec.recipe.candidates(b):
             raise DelphiError(f"{where}: held-out budget {b:.3g} has no valid candidate under recipe {spec.recipe.name!r}")
-
-
-def _recipe(section: dict[str, Any], where: str) -> Recipe:
-    section = dict(section)
-    base = get_recipe(section.pop("preset", "delphi"))
-    fields = {f.name: f for f in dataclasses.fields(base)}
-    unknown = sorted(set(section) - set(fields))
-    if unknown:
-        raise DelphiError(f"{where}: unknown recipe constant(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
-    if "isoflop_budgets" in section:
-        section["isoflop_budgets"] = tuple(section["isoflop_budgets"])
-    for k, v in section.items():
-        default = getattr(base, k)
-        if isinstance(default, bool) != isinstance(v, bool) or (
-                isinstance(default, (int, float)) and not isinstance(v, (int, float))):
-            raise DelphiError(f"{where}: recipe.{k} must be like {default!r}, got {v!r}")
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and (not math.isfinite(v) or v < 0):
-            raise DelphiError(f"{where}: recipe.{k} must be a finite non-negative number, got {v!r}")
-    try:
-        return dataclasses.replace(base, **section)
-    except (TypeError, ValueError) as e:
-        raise DelphiError(f"{where}: bad recipe constants ({e})") from None
 
 
 def _budgets(value: Any, where: str, key: str) -> tuple[float, ...]:

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from delphi.config import DataSpec, OptimizerHParams, RunSpec
 from delphi.errors import DelphiError
+from delphi.recipe.presets import recipe_from_table
 from delphi.recipe import Recipe, get_recipe
 
 
@@ -66,30 +67,9 @@ def load_recipe(name_or_path: str) -> tuple[Recipe, dict[str, Any]]:
     section = doc.get("recipe")
     if not isinstance(section, dict):
         raise DelphiError(f"recipe file {path}: no [recipe] table (expected preset = \"cpu\" plus overrides)")
+    if not isinstance(section.get("preset"), str):
+        raise DelphiError(f"{path}: [recipe] needs preset = \"NAME\" (e.g. \"cpu\")")
     return recipe_from_table(section, where=str(path)), dict(section)
-
-
-def recipe_from_table(section: dict[str, Any], where: str = "recipe") -> Recipe:
-    section = dict(section)
-    preset = section.pop("preset", None)
-    if not isinstance(preset, str):
-        raise DelphiError(f"{where}: [recipe] needs preset = \"NAME\" (e.g. \"cpu\")")
-    base = get_recipe(preset)
-    fields = {f.name for f in dataclasses.fields(base)}
-    unknown = sorted(set(section) - fields)
-    if unknown:
-        raise DelphiError(f"{where}: unknown recipe constant(s) {', '.join(unknown)}")
-    if "isoflop_budgets" in section:
-        section["isoflop_budgets"] = tuple(section["isoflop_budgets"])
-    for k, v in section.items():
-        default = getattr(base, k)
-        if isinstance(default, bool) != isinstance(v, bool) or (
-                isinstance(default, (int, float)) and not isinstance(v, (int, float))):
-            raise DelphiError(f"{where}: recipe.{k} must be like {default!r}, got {v!r}")
-    try:
-        return dataclasses.replace(base, **section)
-    except (TypeError, ValueError) as e:
-        raise DelphiError(f"{where}: bad recipe constants ({e})") from None
 
 
 # ---- one run at a (width, batch, horizon) point --------------------------------------------------
