@@ -30,7 +30,7 @@ def plot_forecast(fc, path: str | Path, title: str | None = None) -> Path:
                      label=f"{int(100 * fc.confidence)}% bootstrap")
     ax1.scatter(C, s1.values, color="tab:blue", zorder=3, label="suite optima")
     for c, s, (lo, hi), col in zip(fc.target_flops, fc.soft_pred, fc.soft_interval, colors):
-        ax1.errorbar([c], [s], yerr=[[s - lo], [hi - s]], fmt="*", ms=12, color=col, capsize=3, zorder=4,
+        ax1.errorbar([c], [s], yerr=_bars(s, lo, hi), fmt="*", ms=12, color=col, capsize=3, zorder=4,
                      label=f"forecast {c:.0e}")
     ax1.set_xscale("log")
     ax1.set_xlabel("training compute C (FLOPs)")
@@ -54,7 +54,7 @@ def plot_forecast(fc, path: str | Path, title: str | None = None) -> Path:
         ax2.axhline(s2.floor, color="0.4", ls=":", lw=1, label=f"chance floor {s2.floor:.2f}")
     for c, s, (slo, shi), a, (alo, ahi), col in zip(fc.target_flops, fc.soft_pred, fc.soft_interval, fc.acc_pred,
                                                      fc.acc_interval, colors):
-        ax2.errorbar([s], [a], xerr=[[s - slo], [shi - s]], yerr=[[a - alo], [ahi - a]], fmt="*", ms=12,
+        ax2.errorbar([s], [a], xerr=_bars(s, slo, shi), yerr=_bars(a, alo, ahi), fmt="*", ms=12,
                      color=col, capsize=3, zorder=4, label=f"{c:.0e}: {100 * a:.1f}% [{100 * alo:.1f}, {100 * ahi:.1f}]")
     ax2.set_xlabel(fc.soft)
     ax2.set_ylabel("accuracy")
@@ -67,3 +67,9 @@ def plot_forecast(fc, path: str | Path, title: str | None = None) -> Path:
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
+
+
+def _bars(value: float, lo: float, hi: float) -> list[list[float]]:
+    """Error-bar lengths; a bootstrap percentile interval need not contain the point estimate
+    (e.g. a saturated sigmoid), so a side that would be negative is drawn with zero length."""
+    return [[max(0.0, value - lo)], [max(0.0, hi - value)]]
