@@ -238,7 +238,9 @@ def test_cli_convenience_form_trains_the_recipe_candidate(tmp_path, capsys):
     assert spec.budget == 2e11 and spec.recipe == cand.recipe and spec.train_steps == 2
     assert json.loads(capsys.readouterr().out)["status"] == "completed"
     assert main(["train", "--budget", "2e11", "--hidden", "72", "--recipe", "cpu", "--out", str(tmp_path / "y")]) == 2
-    assert "widths there: 64, 96" in capsys.readouterr().err
+    widths = ", ".join(str(c.shape.hidden_size) for c in get_recipe("cpu").candidates(2e11))
+    assert f"widths there: {widths}" in capsys.readouterr().err
+    assert spec.data.tokenizer == "embedded-bpe-1k"  # the built-in tokenizer matching the recipe's vocab
 
 
 def test_a_failing_run_records_status_failed_and_raises(tmp_path):

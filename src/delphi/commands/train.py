@@ -63,6 +63,8 @@ def _spec_from_args(args):
 
 
 def _spec_from_recipe(recipe_name: str, budget: str, hidden: str, seed: int):
+    from delphi.config import DataSpec
+    from delphi.data.tokenizers import TOKENIZER_FOR_VOCAB
     from delphi.errors import DelphiError
     from delphi.recipe import check_budget, get_recipe
 
@@ -75,7 +77,8 @@ def _spec_from_recipe(recipe_name: str, budget: str, hidden: str, seed: int):
     cands = recipe.candidates(C)
     for c in cands:
         if c.shape.hidden_size == H:
-            return c.to_run_spec(seed=seed)
+            data = DataSpec(tokenizer=TOKENIZER_FOR_VOCAB.get(recipe.vocab_size, DataSpec().tokenizer))
+            return c.to_run_spec(seed=seed, data=data)
     widths = ", ".join(str(c.shape.hidden_size) for c in cands) or "none"
     raise DelphiError(f"recipe {recipe_name!r} has no candidate with hidden size {H} at budget {C:g}; "
                       f"widths there: {widths}")

@@ -37,6 +37,8 @@ EMBEDDED_BPE_PATH = EMBEDDED_DIR / "tokenizer.json"
 # "embedded-bpe-1k" is for the CPU suites: at widths 32–256 a 4096-token LM head would take most
 # of each step's FLOPs; with 1024 tokens a run reads ~2× more text for the same compute.
 EMBEDDED_TOKENIZERS = {"embedded-bpe": EMBEDDED_BPE_PATH, "embedded-bpe-1k": EMBEDDED_DIR / "tokenizer-1k.json"}
+# The built-in tokenizer that matches a recipe's vocabulary (for runs built from a recipe alone).
+TOKENIZER_FOR_VOCAB = {1024: "embedded-bpe-1k", 4096: "embedded-bpe", 128_256: "llama3"}
 
 # Llama 3's pre-tokenisation regex (llama_models/llama3/tokenizer.py `pat_str`); also used by
 # our trained BPE so that digits split in groups of at most three and code whitespace stays intact.
