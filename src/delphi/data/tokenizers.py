@@ -20,6 +20,8 @@ multi-byte character, so byte counts come from each token's byte sequence
 
 from __future__ import annotations
 
+import abc
+
 import hashlib
 import json
 import os
@@ -76,7 +78,7 @@ def _gpt2_byte_decoder() -> dict[str, int]:
     return {chr(c): b for b, c in zip(bs, cs)}
 
 
-class Tokenizer:
+class Tokenizer(abc.ABC):
     """The interface training, evaluation and export use. Subclasses implement the encoding."""
 
     name: str  # stable identity ("llama3", "embedded-bpe", or "bpe:<path>")
@@ -85,18 +87,20 @@ class Tokenizer:
     eos_id: int
     eos_token: str
 
+    @abc.abstractmethod
     def encode(self, text: str) -> list[int]:
-        raise NotImplementedError
+        """(implemented by each tokenizer)"""
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [self.encode(t) for t in texts]
 
+    @abc.abstractmethod
     def decode(self, ids: Iterable[int]) -> str:
-        raise NotImplementedError
+        """(implemented by each tokenizer)"""
 
+    @abc.abstractmethod
     def token_bytes(self, token_id: int) -> bytes:
         """The UTF-8 byte sequence token ``token_id`` stands for (b"" for special tokens)."""
-        raise NotImplementedError
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """Concatenated bytes of ``ids``: exact even where a token splits a multi-byte character."""
@@ -130,8 +134,9 @@ class Tokenizer:
         (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
         (out / "special_tokens_map.json").write_text(json.dumps(specials, indent=2) + "\n")
 
+    @abc.abstractmethod
     def hf_tokenizer(self):  # -> tokenizers.Tokenizer
-        raise NotImplementedError
+        """(implemented by each tokenizer)"""
 
     def _hf_special_tokens(self) -> dict[str, str]:
         return {"bos_token": self.eos_token, "eos_token": self.eos_token, "unk_token": self.eos_token}
