@@ -26,6 +26,7 @@ name = "ci"
 name_suffix = "ci"
 min_tokens_per_param = 0.6  # 3-4 widths per budget around the optimum keeps the test short
 max_tokens_per_param = 30.0
+target_steps = 128          # fewer, larger steps than the preset's 512: the same pipeline in less CI time
 
 [grid]
 budgets = [6e10, 1e11, 2e11, 3e11]
@@ -177,6 +178,7 @@ def test_presets_parse_and_show():
     (lambda s: s.replace('name_suffix = "ci"', 'name_suffix = "ci"\nwarp = 9'), "unknown recipe constant"),
     (lambda s: s.replace("budgets = [1e12]", "budgets = [1e3]"), "no valid candidate"),
     (lambda s: s.replace("[fit]", "[fit\n"), "not valid TOML"),
+    (lambda s: s.replace("budgets = [1e12]", "budgets = [1e12]\nspread_seeds = 1"), "spread_seeds"),
 ])
 def test_bad_suites_fail_before_any_work(tmp_path, mutation, needle):
     with pytest.raises(DelphiError, match=needle):
@@ -186,3 +188,19 @@ def test_bad_suites_fail_before_any_work(tmp_path, mutation, needle):
     r = _cli("run", str(p), "--out", str(tmp_path / "out"))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_spread_seeds_only_at_the_smallest_heldout_budget():
+    spec = parse_suite(SUITE.replace("budgets = [1e12]", "budgets = [1e12, 2e12]\nspread_seeds = [0, 1, 2]"))
+    assert spec.seeds_for(1e12) == (0, 1, 2)  # seed 0 (from `seeds`) is not repeated
+    assert spec.seeds_for(2e12) == (0,)
+
+
+def test_seed_spread_summary():
+    from delphi.forecast.check import seed_spread
+
+    rows = [{"budget": 1e12, "actual": a} for a in (3.0, 3.03, 2.97)] + [{"budget": 3e12, "actual": 2.9},
+                                                                       {"budget": 3e12, "actual": None}]
+    (sp,) = seed_spread(rows)  # the 3e12 budget has one scored seed: no spread
+    assert sp["seeds"] == 3 and sp["mean"] == pytest.approx(3.0)
+    assert sp["range_pct"] == pytest.approx(2.0) and sp["std_pct"] == pytest.approx(1.0)

@@ -36,7 +36,27 @@ def check_suite(suite_dir: str | Path) -> dict[str, Any]:
                "actual": None, "residual_pct": None, "inside": None}
         row["status"] = _score(suite_dir / "runs" / name, entry, row, verified.ok)
         results.append(row)
-    return {"ledger_ok": verified.ok, "ledger_problems": list(verified.problems), "results": results}
+    return {"ledger_ok": verified.ok, "ledger_problems": list(verified.problems), "results": results,
+            "seed_spread": seed_spread(results)}
+
+
+def seed_spread(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per held-out budget with ≥ 2 scored seeds: how far apart the seeds' actual losses are
+    (range and sample standard deviation, as % of their mean) — the noise floor any forecast
+    residual at that budget has to be read against."""
+    by_budget: dict[float, list[float]] = {}
+    for r in results:
+        if r["actual"] is not None:
+            by_budget.setdefault(r["budget"], []).append(r["actual"])
+    out = []
+    for budget, losses in sorted(by_budget.items()):
+        if len(losses) < 2:
+            continue
+        n, mean = len(losses), sum(losses) / len(losses)
+        std = (sum((x - mean) ** 2 for x in losses) / (n - 1)) ** 0.5
+        out.append({"budget": budget, "seeds": n, "mean": mean, "min": min(losses), "max": max(losses),
+                    "range_pct": 100.0 * (max(losses) - min(losses)) / mean, "std_pct": 100.0 * std / mean})
+    return out
 
 
 def _score(run_dir: Path, entry: dict, row: dict, ledger_ok: bool) -> str:
@@ -85,4 +105,7 @@ def format_check(result: dict[str, Any]) -> str:
         else:
             lines.append(f"{r['run']:48s} {r['seed']:>4d} {r['extrapolation']:>6.1f}x {r['forecast']:>9.4f} {ci:>19s} "
                          f"{r['actual']:>8.4f} {r['residual_pct']:>+7.2f} {'yes' if r['inside'] else 'NO'}")
+    for sp in result.get("seed_spread", []):
+        lines.append(f"seed spread at {sp['budget']:.3g} FLOPs: {sp['seeds']} seeds, mean {sp['mean']:.4f}, "
+                     f"range {sp['range_pct']:.2f}%, std {sp['std_pct']:.2f}% of the mean")
     return "\n".join(lines)

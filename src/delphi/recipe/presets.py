@@ -14,13 +14,19 @@
       so each IsoFLOP curve spans its optimum (measured near 1–4 tokens/param at 3e11 FLOPs,
       where embeddings are most of the parameters) without spending compute on models far too
       large for the budget;
-    - target_steps 128 and min batch 2 (Delphi: 2^16 and 8): CPU runs see 10^5–10^7 tokens;
-    - reference point B0 = 16 sequences, T0 = 2e6 tokens, η0 = 0.01 and η0,Adam = 0.004 from a
-      small LR sweep (1e11–1e12 FLOPs: η0 0.01 beat 0.02 by 0.15 nats at 1e12 and tied at 1e11;
-      η0,Adam between 0.002 and 0.016 moved the loss < 0.02 nats); β2,0 = 0.999 and ε0 = 1e-8
-      are Adam defaults, not tuned. AdamH moves each matrix by a relative `lr` per step, so
-      ~100-step runs need larger steps than Delphi's 30k-step runs: the LR cap is 0.1, not 0.01.
-  The reference-tuning issue (`delphi tune`) is meant to replace these with searched values.
+    - target_steps 512 and min batch 2 (Delphi: 2^16 and 8): CPU runs see 10^5–10^7 tokens, so
+      runs get 256–512 steps. With 128 target steps the batch outgrew the critical batch: the
+      10×-held-out run of `tiny` trained 74 steps at batch 512 and missed its forecast by +5.9%,
+      while the same model and tokens at batch 128 reached a 10.7% lower loss
+      (benchmarks/RESULTS.md);
+    - reference point (width 64, B0 = 16 sequences, T0 = 1e6 tokens, 488 steps) with η0, η0,Adam,
+      ε0, β2,0 searched by `delphi tune search` (30 trials: 20 over the default space, then 10
+      around the best; benchmarks/tune/): macro loss 3.876 against 4.070 for the untuned
+      constants (η0 0.01, η0,Adam 0.004, ε0 1e-8, β2,0 0.999). The embedding/norm LR η0,Adam
+      matters most (one-layer models: embeddings are most of the parameters); 0.03–0.06 are
+      within 0.13% of each other. AdamH moves each matrix by a relative `lr` per step, so
+      few-hundred-step runs need larger steps than Delphi's 30k-step runs: the LR cap is 0.1,
+      not 0.01.
 """
 
 from __future__ import annotations
@@ -37,8 +43,8 @@ CPU = dataclasses.replace(
     DELPHI, name="cpu", name_suffix="cpu", seq_len=128, head_dim=16, vocab_size=1024, rope_scaling=False,
     min_width=16, width_step=16, width_step_large=16, large_step_above=float("inf"), max_width=512,
     max_params_floor=1e9, max_params_ref_flops=1e14, max_params_ceiling=1e9, min_tokens_per_param=0.2,
-    target_steps=128, min_batch=2, max_batch=1024, ref_batch=16.0, ref_tokens=2e6, lr0=0.01, adam_lr0=0.004,
-    epsilon0=1e-8, beta2_0=0.999, beta2_min=0.9, beta2_max=0.9999, lr_cap=0.1,
+    target_steps=512, min_batch=2, max_batch=1024, ref_batch=16.0, ref_tokens=1e6, lr0=0.0214, adam_lr0=0.0632,
+    epsilon0=1.6e-9, beta2_0=0.9995, beta2_min=0.9, beta2_max=0.9999, lr_cap=0.1,
     isoflop_budgets=(6e10, 1e11, 2e11, 3e11, 6e11),
 )
 

@@ -135,7 +135,7 @@ def register_heldout(suite: SuiteSpec, d: Path, fit: dict[str, Any], progress: b
     specs = []
     for budget in suite.heldout_budgets:
         cand = suite.recipe.heldout(budget, alloc["A"], alloc["alpha"], suite.heldout_batch_size)
-        for seed in suite.heldout_seeds:
+        for seed in suite.seeds_for(budget):
             spec = suite.run_spec(cand, seed=seed, role="heldout", name=suite.heldout_name(cand, seed))
             prior = existing.get(spec.name)
             started = (d / "runs" / spec.name / "started.json").exists()

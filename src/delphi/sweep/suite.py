@@ -6,7 +6,7 @@ before any work starts; unknown keys and impossible values are user errors namin
     [suite]     name, out_dir
     [recipe]    preset = "delphi" | "delphi-v1" | a CPU preset, plus any Recipe field to override
     [grid]      budgets (FLOPs), seed
-    [heldout]   budgets, seeds, batch_size (optional fixed batch)
+    [heldout]   budgets, seeds, spread_seeds (extra seeds at the smallest budget), batch_size (optional fixed batch)
     [data]      mixture, tokenizer, block_cross_document_attention
     [eval]      every (steps), windows_per_domain, downstream (task names; empty = off),
                 limit (items per task), pool + soft + floor (two-step downstream forecast)
@@ -51,6 +51,7 @@ class SuiteSpec:
     heldout_budgets: tuple[float, ...]
     heldout_seeds: tuple[int, ...] = (0,)
     heldout_batch_size: int | None = None
+    spread_seeds: tuple[int, ...] = ()  # extra seeds at the smallest held-out budget (seed spread)
     grid_seed: int = 0
     data: DataSpec = field(default_factory=DataSpec)
     eval_every: int = 0
@@ -87,6 +88,12 @@ class SuiteSpec:
     def grid_specs(self) -> list[RunSpec]:
         return [self.run_spec(c, seed=self.grid_seed, role="grid") for c in self.grid_candidates()]
 
+    def seeds_for(self, budget: float) -> tuple[int, ...]:
+        """Held-out seeds at `budget`: `seeds` everywhere, plus `spread_seeds` at the smallest
+        held-out budget only (seed spread is measured where it is cheapest)."""
+        extra = self.spread_seeds if budget == min(self.heldout_budgets) else ()
+        return self.heldout_seeds + tuple(s for s in extra if s not in self.heldout_seeds)
+
     @staticmethod
     def heldout_name(cand: Candidate, seed: int) -> str:
         return f"{cand.name}-heldout-s{seed}"
@@ -98,7 +105,7 @@ _SECTIONS = {
     "suite": {"name", "out_dir"},
     "recipe": None,  # preset + Recipe fields, checked against the dataclass
     "grid": {"budgets", "seed"},
-    "heldout": {"budgets", "seeds", "batch_size"},
+    "heldout": {"budgets", "seeds", "spread_seeds", "batch_size"},
     "data": {f.name for f in dataclasses.fields(DataSpec)},
     "eval": {"every", "windows_per_domain", "downstream", "limit", "pool", "soft", "floor"},
     "train": {"precision", "compile", "checkpoint_every", "checkpoint_every_minutes"},
@@ -156,6 +163,9 @@ def parse_suite(text: str, *, where: str = "suite", out_dir: str | None = None) 
     seeds = g("heldout").get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise DelphiError(f"{where}: heldout.seeds must be a non-empty list of non-negative integers")
+    spread = g("heldout").get("spread_seeds", [])
+    if not isinstance(spread, list) or not all(isinstance(s, int) and s >= 0 for s in spread):
+        raise DelphiError(f"{where}: heldout.spread_seeds must be a list of non-negative integers, e.g. [1, 2]")
     batch = g("heldout").get("batch_size")
     if batch is not None and (not isinstance(batch, int) or batch < 1):
         raise DelphiError(f"{where}: heldout.batch_size must be a positive integer")
@@ -172,7 +182,7 @@ def parse_suite(text: str, *, where: str = "suite", out_dir: str | None = None) 
     spec = SuiteSpec(
         name=name,
         out_dir=out_dir or _str(g("suite").get("out_dir", f"delphi-out/{name}"), where, "suite.out_dir"),
-        recipe=recipe, fit_budgets=fit_budgets, heldout_budgets=heldout_budgets, heldout_seeds=tuple(seeds),
+        recipe=recipe, fit_budgets=fit_budgets, heldout_budgets=heldout_budgets, heldout_seeds=tuple(seeds), spread_seeds=tuple(spread),
         heldout_batch_size=batch, grid_seed=_int(g("grid").get("seed", 0), where, "grid.seed"), data=data,
         eval_every=_int(ev.get("every", 0), where, "eval.every"),
         eval_windows_per_domain=_int(ev.get("windows_per_domain", 16), where, "eval.windows_per_domain", lo=1),
