@@ -164,7 +164,9 @@ def make_suite(root: Path, *, heldout: bool = True, check: bool = True, failed: 
             "run": spec.name, "seed": 0, "budget": HELDOUT_BUDGET, "flops": spec.flops,
             "extrapolation": spec.flops / largest, "forecast": forecast, "ci_low": lo, "ci_high": hi,
             "loo_min": loo[0], "loo_max": loo[1], "actual": actual, "residual_pct": res,
-            "inside": bool(lo <= actual <= hi), "ledger_entry": ledger_entry["hash"], "status": "scored"}]}))
+            "inside": bool(lo <= actual <= hi), "ledger_entry": ledger_entry["hash"], "status": "scored"}],
+            "seed_spread": [{"budget": HELDOUT_BUDGET, "seeds": 3, "mean": actual, "min": actual - 0.01,
+                             "max": actual + 0.01, "range_pct": 0.42, "std_pct": 0.21}]}))
         facts["residual_pct"] = res
     return facts
 
@@ -240,6 +242,8 @@ def test_residual_table_has_the_checked_numbers(full):
     assert cells[8] == f"{facts['residual_pct']:+.2f}%"
     assert cells[9] == ("yes" if inside else "**no**")
     assert cells[10] == f"`{facts['ledger_hash'][:12]}…`" and cells[11] == "scored"
+    spread = next(line for line in md.splitlines() if "0.42%" in line)
+    assert [c.strip() for c in spread.strip("|").split("|")][1::3] == ["3", "0.42%"]
     text = _text_of(html)
     assert f"residual {facts['residual_pct']:+.2f}%" in text
     assert ("inside the 95% interval" if inside else "OUTSIDE the 95% interval") in text

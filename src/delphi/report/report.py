@@ -106,6 +106,19 @@ def _bucket_table(view) -> Table:
                          "the grid's token range, so it is extrapolated from one side.")
 
 
+def _seed_spread_table(suite: Suite) -> list:
+    spread = (suite.check or {}).get("seed_spread") or []
+    if not spread:
+        return []
+    rows = [[fmt.pretty_flops(sp.get("budget")), fmt.dash(sp.get("seeds")), fmt.fixed(sp.get("mean")),
+             f"[{fmt.fixed(sp.get('min'))}, {fmt.fixed(sp.get('max'))}]", fmt.pct(sp.get("range_pct"), signed=False),
+             fmt.pct(sp.get("std_pct"), signed=False)] for sp in spread]
+    return [Table(["C (FLOPs)", "seeds", "mean actual", "range", "range / mean", "std / mean"], rows,
+                  numeric=[True, True, True, True, True, True],
+                  caption="Seed spread of the held-out runs at each budget with several seeds: the noise floor "
+                          "the residuals at that budget are read against.")]
+
+
 def _residual_table(suite: Suite) -> list:
     res = suite.check_results
     if res:
@@ -128,7 +141,8 @@ def _residual_table(suite: Suite) -> list:
                       numeric=[False, True, True, True, True, True, True, True, True, False, True, False],
                       row_class=cls,
                       caption="Residual = (actual − forecast) / forecast. Extrapolation = held-out FLOPs / largest "
-                              "fitted budget. The forecast was registered in the ledger before the run started.")]
+                              "fitted budget. The forecast was registered in the ledger before the run started.")
+                ] + _seed_spread_table(suite)
     blocks: list = [Note("check.json is missing: there are no scored held-out runs yet.", "warn")]
     if suite.ledger:
         rows = []
