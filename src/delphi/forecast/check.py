@@ -8,6 +8,7 @@ after the entry's timestamp. Otherwise the row says why it was refused.
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +53,8 @@ def seed_spread(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for budget, losses in sorted(by_budget.items()):
         if len(losses) < 2:
             continue
-        n, mean = len(losses), sum(losses) / len(losses)
-        std = (sum((x - mean) ** 2 for x in losses) / (n - 1)) ** 0.5
-        out.append({"budget": budget, "seeds": n, "mean": mean, "min": min(losses), "max": max(losses),
+        mean, std = statistics.mean(losses), statistics.stdev(losses)
+        out.append({"budget": budget, "seeds": len(losses), "mean": mean, "min": min(losses), "max": max(losses),
                     "range_pct": 100.0 * (max(losses) - min(losses)) / mean, "std_pct": 100.0 * std / mean})
     return out
 
