@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from delphi.errors import DelphiError
-from delphi.fit.isoflop import (FLAG_ABOVE, FLAG_BELOW, bucket_flops, fit_bucket, fit_isoflop, fit_power_law,
+from delphi.fit.isoflop import (FLAG_ABOVE, FLAG_BELOW, FLAG_ONE_SIDED, bucket_flops, fit_bucket, fit_isoflop, fit_power_law,
                                 huber_parabola)
 from delphi.fit.loss_law import fit_loss_law
 
@@ -95,6 +95,13 @@ def test_skip_reasons_and_edge_flags():
     small = fit_isoflop(grid(budgets=(1e18,), span=1.6, centre=0.25))
     assert small.buckets[0].flags == (FLAG_BELOW,)
     assert small.buckets[0].optimal_tokens < min(small.buckets[0].tokens)
+    # Inside the range, but a single run on the large-token side: the vertex is poorly bracketed.
+    tokens = [1e9, 2e9, 4e9, 8e9]
+    one = fit_bucket(1e18, tokens, [1e18 / (6 * d) for d in tokens], [3.6, 3.2, 3.0, 3.05])
+    assert tokens[2] < one.optimal_tokens < tokens[3] and one.flags == (FLAG_ONE_SIDED,)
+    two_sided = fit_bucket(1e18, tokens + [1.6e10], [1e18 / (6 * d) for d in tokens + [1.6e10]],
+                           [3.6, 3.2, 3.0, 3.05, 3.3])
+    assert two_sided.flags == ()
     # Flagged buckets stay in the laws unless asked; skipped ones never count.
     t = pd.concat([grid(), grid(budgets=(3e19,), span=1.6, centre=4.0), grid(budgets=(1e20,), k=2)])
     iso = fit_isoflop(t)
