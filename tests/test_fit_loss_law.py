@@ -74,12 +74,13 @@ def test_bootstrap_interval_and_loo():
     again = fit_loss_law(C, y, bootstrap=2000, seed=0)
     assert np.array_equal(again.bootstrap_params, fit.bootstrap_params)
     assert not np.array_equal(fit_loss_law(C, y, bootstrap=2000, seed=1).bootstrap_params, fit.bootstrap_params)
-    # Each vectorised resample equals a plain refit on the resampled points.
-    W = bs.resample_weights(len(C), 2000, seed=0, min_distinct=4)
+    # Each vectorised resample equals a plain refit on its resampled values.
     for b in (0, 17, 999):
-        idx = np.repeat(np.arange(len(C)), W[b])
-        ref = fit_loss_law(C[idx], y[idx], bootstrap=0)
+        ref = fit_loss_law(C, fit.bootstrap_values[b], bootstrap=0)
         assert fit.bootstrap_params[b] == pytest.approx([ref.E, ref.A, ref.alpha], rel=1e-6, abs=1e-9)
+    # The prediction interval adds one new optimum's noise to the law's own band.
+    llo, lhi = fit.interval(targets, kind="law")
+    assert np.all(lo <= llo) and np.all(lhi <= hi) and np.all(llo < pred) and np.all(pred < lhi)
     # Leave-one-out: the spread of refits that each drop one point.
     mn, mx = fit.loo(targets)
     refits = [fit_loss_law(np.delete(C, i), np.delete(y, i), bootstrap=0).predict(targets) for i in range(len(C))]
@@ -122,5 +123,33 @@ def test_errors():
     three = fit_loss_law(C[:3], law(C[:3], *TRUE))
     assert (three.E, three.A, three.alpha) == pytest.approx(TRUE, rel=1e-5)
     assert three.bootstrap_params is None and "at least 4" in three.note and "leave-one-out" in three.note
+    with pytest.raises(DelphiError, match="interval kind"):
+        three.interval(1e21, kind="confidence")
+    with pytest.raises(DelphiError, match="optima_resamples must have shape"):
+        fit_loss_law(C, law(C, *TRUE), optima_resamples=np.ones((10, 3)))
     assert np.isnan(three.interval(1e21)).all() and np.isnan(three.loo([1e21, 1e22])).all()
     assert three.predictions([1e21])[0]["ci_low"] is None
+
+
+def test_intervals_are_never_zero_width():
+    # Four optima: the old scheme resampled the points with >= 4 distinct each, so every resample
+    # was the full set and the interval had zero width. Now it has width, and it covers the truth.
+    y = noisy()[:4]
+    fit = fit_loss_law(C[:4], y, bootstrap=1000, seed=0)
+    lo, hi = fit.interval(1e21)
+    assert hi - lo > 0.01 and lo < law(1e21, *TRUE) < hi
+    # Points exactly on the law with no vertex spread: no interval rather than a zero-width one.
+    exact = fit_loss_law(C, law(C, *TRUE), bootstrap=200)
+    assert exact.bootstrap_params is None and "zero width" in exact.note
+    assert np.isnan(exact.interval(1e21)).all()
+    # ... but the vertices' spread alone gives one, and it widens the interval of noisy data.
+    rng = np.random.default_rng(0)
+    vert = law(C, *TRUE)[None, :] + rng.normal(0, 0.01, (200, len(C)))
+    spread = fit_loss_law(C, law(C, *TRUE), bootstrap=200, optima_resamples=vert)
+    lo2, hi2 = spread.interval(1e21)
+    assert spread.vertex_resampling and hi2 - lo2 > 0.01
+    base = fit_loss_law(C, noisy(), bootstrap=500, seed=0)
+    wider = fit_loss_law(C, noisy(), bootstrap=500, seed=0, optima_resamples=noisy()[None, :] + vert - law(C, *TRUE))
+    assert np.ptp(wider.interval(1e21)) > np.ptp(base.interval(1e21))
+    # Deterministic given the seed.
+    assert np.array_equal(fit_loss_law(C[:4], y, bootstrap=1000, seed=0).interval(1e21), (lo, hi))

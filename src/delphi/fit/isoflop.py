@@ -11,6 +11,9 @@
 3. Allocation laws by least squares in log-log space: D*(C) = A·C^alpha, N*(C) = G·C^a.
 4. Off-optimal penalty: training D = s·D* instead of D* costs a·(log10 s)^2 (from the parabola);
    the curvature a is fitted as a power law in C, so the gap extrapolates to any C.
+5. Vertex uncertainty (`IsoFlopFit.bootstrap_optima`): each bucket's runs are resampled with
+   replacement and its Huber parabola refitted, giving resampled optimum losses that the loss
+   law's intervals propagate (`loss_law.fit_loss_law(..., optima_resamples=)`).
 """
 
 from __future__ import annotations
@@ -165,6 +168,68 @@ def fit_bucket(flops: float, tokens, params, loss, huber_delta: float | None = N
                      optimal_params=_interp_loglog(Dopt, D, N), optimal_loss=float(c - b * b / (4 * a)), flags=flags)
 
 
+def huber_parabolas(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """`huber_parabola` for every row of x, y [R, n] at once (the same IRLS, batched); -> [R, 3]."""
+    xm = x.mean(axis=1, keepdims=True)
+    X = np.stack([(x - xm) ** 2, x - xm, np.ones_like(x)], axis=2)  # [R, n, 3]
+    w = np.ones_like(y)
+    coef = np.zeros((len(y), 3))
+    active = np.ones(len(y), dtype=bool)
+    for _ in range(MAX_IRLS):
+        Xw = X[active] * w[active, :, None]
+        M = np.einsum("rni,rnj->rij", Xw, X[active]) + 1e-300 * np.eye(3)
+        rhs = np.einsum("rni,rn->ri", Xw, y[active])
+        try:
+            coef[active] = np.linalg.solve(M, rhs[..., None])[..., 0]
+        except np.linalg.LinAlgError:  # a singular row: solve row by row, least squares for that one
+            for i, r in enumerate(np.flatnonzero(active)):
+                coef[r] = np.linalg.lstsq(M[i], rhs[i], rcond=None)[0]
+        r = np.abs(y[active] - np.einsum("rni,ri->rn", X[active], coef[active]))
+        k = HUBER_K * 1.4826 * np.median(r, axis=1)
+        exact = ~(k > 1e-12 * np.maximum(1.0, np.abs(y[active]).max(axis=1)))
+        w_new = np.where(r <= k[:, None], 1.0, k[:, None] / np.maximum(r, 1e-300))
+        done = exact | (np.abs(w_new - w[active]).max(axis=1) < 1e-10)
+        w[active] = np.where(exact[:, None], w[active], w_new)
+        active[np.flatnonzero(active)[done]] = False
+        if not active.any():
+            break
+    a, bc, cc = coef.T
+    m = xm[:, 0]
+    return np.stack([a, bc - 2 * a * m, a * m * m - bc * m + cc], axis=1)
+
+
+def bootstrap_vertex_losses(bucket: BucketFit, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Optimum losses [n_resamples] of the bucket's Huber parabola refitted on its runs resampled
+    with replacement.
+
+    A resample needs what the bucket itself needed (3 distinct token counts, a minimum); one that
+    lacks it is redrawn, so the spread is conditional on the vertex existing. A bucket whose
+    resamples almost never qualify (3 runs: only a permutation does) contributes no spread, and
+    the loss law's residual bootstrap has to carry it.
+    """
+    x = np.log10(np.asarray(bucket.tokens, dtype=float))
+    y = np.asarray(bucket.loss, dtype=float)
+    n = len(x)
+    out = np.empty(0)
+    for _ in range(20):  # redraws; 20 rounds of 2x oversampling leave nothing missing in practice
+        want = n_resamples - len(out)
+        if want <= 0:
+            break
+        idx = rng.integers(0, n, size=(2 * want + 16, n))
+        xs = x[idx]
+        srt = np.sort(xs, axis=1)
+        ok = 1 + (np.diff(srt, axis=1) > 0).sum(axis=1) >= 3  # distinct token counts per resample
+        if not ok.any():
+            continue
+        coef = huber_parabolas(xs[ok], y[idx[ok]])
+        a, b, c = coef.T
+        good = a > 0
+        out = np.concatenate([out, (c - b * b / (4 * np.where(good, a, 1.0)))[good][:want]])
+    if len(out) < n_resamples:  # the bucket's own vertex for the rest: no spread from this bucket
+        out = np.concatenate([out, np.full(n_resamples - len(out), bucket.optimal_loss)])
+    return out
+
+
 def bucket_flops(flops, budget=None) -> np.ndarray:
     """Each run's bucket compute: its declared budget, else the nearest power of 1.1 of its FLOPs."""
     f = np.asarray(flops, dtype=float)
@@ -175,6 +240,11 @@ def bucket_flops(flops, budget=None) -> np.ndarray:
         has = np.isfinite(b) & (b > 0)
         out = np.where(has, b, out)
     return out
+
+
+def _bucket_key(flops: float) -> int:
+    """A stable integer per bucket compute (seeds each bucket's own random stream)."""
+    return int(round(math.log(flops) * 1e6)) & 0x7FFFFFFF
 
 
 @dataclass(frozen=True, eq=False)
@@ -259,6 +329,19 @@ class IsoFlopFit:
         if self.tokens_law is None:
             raise DelphiError("isoflop: fewer than two usable buckets, so there is no allocation law")
         return self.params_law.predict(C), self.tokens_law.predict(C)
+
+    def bootstrap_optima(self, n_resamples: int, seed: int = 0) -> np.ndarray:
+        """Resampled optimum losses [n_resamples, len(self.used)]: each used bucket's runs
+        resampled with replacement and its parabola refitted (`bootstrap_vertex_losses`).
+
+        Column j belongs to `self.used[j]` (the order of `optima()`); each bucket draws from its
+        own stream of the seed, so a bucket's column is the same whichever other buckets are used.
+        """
+        if n_resamples < 1:
+            raise DelphiError(f"bootstrap: the number of resamples must be at least 1, got {n_resamples}")
+        cols = [bootstrap_vertex_losses(b, n_resamples, np.random.default_rng([seed, _bucket_key(b.flops)]))
+                for b in self.used]
+        return np.stack(cols, axis=1) if cols else np.empty((n_resamples, 0))
 
     def penalty(self) -> OffOptimalPenalty:
         u = self.used

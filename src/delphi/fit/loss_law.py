@@ -14,6 +14,29 @@ milliseconds. `asymptote=False` fits the pure power law (E = 0) with the same ob
 
 Compute is divided by the geometric mean of the data's compute (C0) inside the fit for
 conditioning; A is reported for C in FLOPs: A = A0·C0^alpha.
+
+Intervals. Resample b refits the law to
+
+    y*_b = ŷ + δ_b + η_b
+
+where ŷ is the fitted law at the points, δ_b the vertex deviations (each point's optimum
+refitted on its bucket's runs resampled with replacement, minus the optimum itself:
+`optima_resamples`, from `IsoFlopFit.bootstrap_optima`; zero when only the optima are known)
+and η_b normal noise of scale σ_b, drawn per resample as σ_b² = s²·(n−p)/χ²_{n−p} with
+s² = SSE/(n−p) (a parametric bootstrap: resampling the residuals themselves ignores that their
+scale is estimated from n−p = 1–3 degrees of freedom, and gave 95% intervals that covered far
+less often). The interval at C is the
+percentile interval of law_b(C) + ν_b, where ν_b is one more draw of the same noise (a vertex
+deviation of a random bucket plus a normal draw of scale σ_b): a prediction interval for the optimum a
+new budget will show, which is what a held-out run or a backtest compares with. `interval(C,
+kind="law")` leaves ν out (the band of the law itself).
+
+The earlier scheme resampled the optima themselves, with at least 4 distinct points per
+resample: with 4 optima every resample was the full set (a zero-width interval) and with 5 it
+barely moved. The residuals already contain the vertex noise, so adding δ counts it twice; the
+interval errs wide rather than narrow, and the backtest (`delphi fit backtest`) measures by how
+much. An interval that would still have zero width (points exactly on the law, vertices without
+spread) is not reported: `note` says so.
 """
 
 from __future__ import annotations
@@ -27,17 +50,17 @@ from delphi.errors import DelphiError
 from delphi.fit import bootstrap as bs
 
 ALPHA_MIN, ALPHA_MAX, ALPHA_GRID_SIZE, ALPHA_XTOL = 1e-3, 3.0, 241, 1e-10
-MIN_BOOTSTRAP_POINTS = 4  # distinct points per resample: 3 parameters need more than 3
+MIN_BOOTSTRAP_POINTS = 4  # the 3-parameter law needs a residual degree of freedom to resample
 
 
 def _solve_linear(x: np.ndarray, y: np.ndarray, W: np.ndarray, e_max: np.ndarray, asymptote: bool):
-    """Best (E, A0) for each row's x = (C/C0)^(-alpha): x [R, n], y [n], W [R, n], e_max [R].
+    """Best (E, A0) for each row's x = (C/C0)^(-alpha): x [R, n], y [R, n], W [R, n], e_max [R].
 
     The profile objective is a convex quadratic in E, so the constrained optimum is the clamp of
     the unconstrained one; A0 then follows from E (and is clamped at 0: a decreasing law).
     """
-    Sw, Sx, Sy = W.sum(1), (W * x).sum(1), W @ y
-    Sxx, Sxy = (W * x * x).sum(1), (W * x) @ y
+    Sw, Sx, Sy = W.sum(1), (W * x).sum(1), (W * y).sum(1)
+    Sxx, Sxy = (W * x * x).sum(1), (W * x * y).sum(1)
     if asymptote:
         det = Sw * Sxx - Sx * Sx
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -53,8 +76,10 @@ def _solve_linear(x: np.ndarray, y: np.ndarray, W: np.ndarray, e_max: np.ndarray
 
 
 def _fit_rows(logc: np.ndarray, y: np.ndarray, W: np.ndarray, asymptote: bool):
-    """Fit every row of weights W [R, n] at once. Returns E, A0, alpha, sse, at_bound [R]."""
+    """Fit every row of weights W [R, n] (and values y [n] or [R, n]) at once.
+    Returns E, A0, alpha, sse, at_bound [R]."""
     R = W.shape[0]
+    y = np.broadcast_to(y, W.shape)
     e_max = np.where(W > 0, y, np.inf).min(axis=1) * (1 - 1e-9)  # E < min of the points in this row
 
     def profile(alpha):  # alpha [R] -> sse [R]
@@ -105,6 +130,11 @@ class LossLaw:
     loo_params: np.ndarray | None = field(default=None, repr=False)  # [n_points, 3], row i drops point i
     seed: int = 0
     note: str | None = None  # why intervals are unavailable, when they are
+    # Per resample: the noise of one new optimum (added for prediction intervals), the values the
+    # law was refitted to, and whether vertex resamples of the buckets entered them.
+    bootstrap_noise: np.ndarray | None = field(default=None, repr=False)  # [n_boot]
+    bootstrap_values: np.ndarray | None = field(default=None, repr=False)  # [n_boot, n_points]
+    vertex_resampling: bool = False
 
     def predict(self, C) -> np.ndarray:
         C = np.asarray(C, dtype=float)
@@ -115,16 +145,23 @@ class LossLaw:
         E, A, al = (params[:, k].reshape((-1,) + (1,) * C.ndim) for k in range(3))
         return E + A * C[None] ** (-al)
 
-    def interval(self, C) -> tuple[np.ndarray, np.ndarray]:
-        """Bootstrap percentile interval of the prediction at C (2.5/97.5% for confidence 0.95).
+    def interval(self, C, kind: str = "prediction") -> tuple[np.ndarray, np.ndarray]:
+        """Bootstrap percentile interval at C (2.5/97.5% for confidence 0.95).
 
-        NaN when the law has no bootstrap resamples (bootstrap=0, or fewer than 4 distinct points;
-        `note` says which).
+        kind "prediction" (default): where the optimum loss measured at C should fall (the law's
+        uncertainty plus one new optimum's noise); "law": the band of the law itself.
+        NaN when the law has no bootstrap resamples (bootstrap=0, too few points, or points with
+        no spread at all; `note` says which).
         """
+        if kind not in ("prediction", "law"):
+            raise DelphiError(f"loss law: interval kind must be 'prediction' or 'law', got {kind!r}")
         if self.bootstrap_params is None:
             nan = np.full(np.shape(C), np.nan)
             return nan, nan.copy()
-        return bs.percentile_interval(self._predict_rows(self.bootstrap_params, C), self.confidence, axis=0)
+        rows = self._predict_rows(self.bootstrap_params, C)
+        if kind == "prediction" and self.bootstrap_noise is not None:
+            rows = rows + self.bootstrap_noise.reshape((-1,) + (1,) * np.ndim(C))
+        return bs.percentile_interval(rows, self.confidence, axis=0)
 
     def loo(self, C) -> tuple[np.ndarray, np.ndarray]:
         """(min, max) of the prediction at C over the fits that each leave one point out (NaN with
@@ -158,6 +195,9 @@ class LossLaw:
              "n_points": self.n_points, "converged": self.converged, "status": self.status,
              "E_at_upper_bound": self.E_at_upper_bound, "confidence": self.confidence,
              "n_bootstrap": 0 if self.bootstrap_params is None else int(len(self.bootstrap_params)),
+             "interval": ("prediction interval: law refitted to resampled residuals"
+                          + (" and resampled IsoFLOP vertices" if self.vertex_resampling else "")
+                          + ", plus one new optimum's noise"),
              "seed": self.seed, "note": self.note, "points": [{"flops": c, "loss": v} for c, v in zip(self.flops, self.values)]}
         if predict_at is not None:
             d["predictions"] = self.predictions(predict_at)
@@ -177,12 +217,16 @@ def _check(flops, values) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_loss_law(flops, loss, *, bootstrap: int = 2000, seed: int = 0, confidence: float = 0.95,
-                 asymptote: bool = True) -> LossLaw:
+                 asymptote: bool = True, optima_resamples=None) -> LossLaw:
     """Fit L(C) = E + A·C^(-alpha) (or A·C^(-alpha) with asymptote=False) to (compute, metric) points.
 
-    bootstrap: resamples with replacement (each with >= 4 distinct points), refitted in one batch;
-    0 disables intervals. With fewer than 4 points there are no resamples: the law is still fitted,
-    its intervals are NaN and `note` says why. Leave-one-out refits need more points than parameters.
+    bootstrap: resamples (see the module docstring), refitted in one batch; 0 disables intervals.
+    optima_resamples: optional [R, n] resampled values of the points (row r, column i: point i's
+    optimum refitted on its bucket's resampled runs; `IsoFlopFit.bootstrap_optima`), so the
+    intervals include the vertices' uncertainty; row b % R serves resample b.
+    With no more points than parameters there is no residual to resample: the law is still
+    fitted, its intervals are NaN and `note` says why. Leave-one-out refits need more points than
+    parameters too.
     """
     C, y = _check(flops, loss)
     n_params = 3 if asymptote else 2
@@ -203,15 +247,45 @@ def fit_loss_law(flops, loss, *, bootstrap: int = 2000, seed: int = 0, confidenc
     def to_flops_units(E, A0, al):  # A·C^-alpha = A0·(C/C0)^-alpha
         return np.stack([E, A0 * c0 ** al, al], axis=1)
 
-    boot, notes = None, []
     if bootstrap < 0:
         raise DelphiError(f"loss law: bootstrap must be >= 0, got {bootstrap}")
-    if bootstrap and len(y) < MIN_BOOTSTRAP_POINTS:
-        notes.append(f"no bootstrap intervals: resamples need at least {MIN_BOOTSTRAP_POINTS} distinct points "
-                     f"and there are {len(y)}")
+    delta = None
+    if optima_resamples is not None:
+        R = np.asarray(optima_resamples, dtype=float)
+        if R.ndim != 2 or R.shape[1] != len(y) or len(R) == 0:
+            raise DelphiError(f"loss law: optima_resamples must have shape [resamples, {len(y)}], got {R.shape}")
+        if not np.all(np.isfinite(R)):
+            raise DelphiError("loss law: optima_resamples must be finite")
+        delta = R - y[None, :]
+    boot = noise = values = None
+    notes = []
+    min_points = n_params + 1
+    if bootstrap and len(y) < min_points:
+        notes.append(f"no bootstrap intervals: resamples need at least {min_points} points (more than the "
+                     f"law's {n_params} parameters, so that a residual is left to resample) and there are {len(y)}")
     elif bootstrap:
-        W = bs.resample_weights(len(y), bootstrap, seed=seed, min_distinct=MIN_BOOTSTRAP_POINTS).astype(float)
-        boot = to_flops_units(*_fit_rows(logc, y, W, asymptote)[:3])
+        fitted = E[0] + A0[0] * np.exp(-al[0] * logc)
+        dof = len(y) - n_params
+        s2 = float(np.sum((y - fitted) ** 2)) / dof
+        rng = np.random.default_rng(seed)
+        # sigma_b^2 = s^2·dof/chi2_dof: the scatter's own uncertainty, which a plain residual
+        # bootstrap ignores (with 1-2 residual degrees of freedom it is most of the uncertainty).
+        sigma = np.sqrt(s2 * dof / rng.chisquare(dof, size=bootstrap))
+        eta = sigma[:, None] * rng.standard_normal((bootstrap, len(y)))
+        new_eta = sigma * rng.standard_normal(bootstrap)
+        d = np.zeros((bootstrap, len(y))) if delta is None else delta[np.arange(bootstrap) % len(delta)]
+        new_d = d[np.arange(bootstrap), rng.integers(0, len(y), size=bootstrap)]
+        values = fitted[None, :] + d + eta
+        noise = new_d + new_eta
+        scale = max(float(np.abs(y).max()), 1e-300)
+        if float(np.ptp(values, axis=0).max()) <= 1e-12 * scale:
+            notes.append("no bootstrap intervals: the points lie exactly on the law and their vertices have no "
+                         "spread, so there is nothing to resample (an interval would have zero width)")
+            noise = values = None
+        else:
+            ok = np.all(values > 0, axis=1)  # a positive metric: drop the (rare) resample that is not
+            values, noise = values[ok], noise[ok]
+            boot = to_flops_units(*_fit_rows(logc, values, np.ones_like(values), asymptote)[:3])
     loo = None
     if len(y) > n_params:
         W = 1.0 - np.eye(len(y))
@@ -227,4 +301,5 @@ def fit_loss_law(flops, loss, *, bootstrap: int = 2000, seed: int = 0, confidenc
                    rmse=float(math.sqrt(sse[0] / len(y))), n_points=len(y), asymptote=asymptote,
                    converged=not bool(at_bound[0]), status=status, E_at_upper_bound=E_top,
                    flops=tuple(map(float, C)), values=tuple(map(float, y)), confidence=confidence,
-                   bootstrap_params=boot, loo_params=loo, seed=seed, note="; ".join(notes) or None)
+                   bootstrap_params=boot, loo_params=loo, seed=seed, note="; ".join(notes) or None,
+                   bootstrap_noise=noise, bootstrap_values=values, vertex_resampling=delta is not None)
