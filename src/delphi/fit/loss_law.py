@@ -278,7 +278,7 @@ def fit_loss_law(flops, loss, *, bootstrap: int = 2000, seed: int = 0, confidenc
         values = fitted[None, :] + d + eta
         noise = new_d + new_eta
         scale = max(float(np.abs(y).max()), 1e-300)
-        if float(np.ptp(values, axis=0).max()) <= 1e-12 * scale:
+        if float(np.ptp(values, axis=0).max()) <= 1e-9 * scale:  # float round-off of an exact fit is not spread
             notes.append("no bootstrap intervals: the points lie exactly on the law and their vertices have no "
                          "spread, so there is nothing to resample (an interval would have zero width)")
             noise = values = None
