@@ -1,5 +1,5 @@
-"""`delphi fit`: IsoFLOP optima (Approach 2), the loss law with bootstrap intervals, and the
-parametric fit L(N, D) (Approach 3). Thin layer over `delphi.fit`; numpy/scipy/pandas are
+"""`delphi fit`: IsoFLOP optima (Approach 2), the loss law with bootstrap intervals, its backtest
+on the lowest budgets, and the parametric fit L(N, D) (Approach 3). Thin layer over `delphi.fit`; numpy/scipy/pandas are
 imported inside the handlers so the CLI starts instantly."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fit", help="fit scaling laws to a runs table (isoflop, loss-law, parametric)",
+    p = sub.add_parser("fit", help="fit scaling laws to a runs table (isoflop, loss-law, backtest, parametric)",
                        description="Fit scaling laws to a runs table: CSV, Parquet, JSON Lines, or a suite "
                                    "directory of summary.json files.")
     fs = p.add_subparsers(dest="fit_command", metavar="KIND", parser_class=type(p))
@@ -45,6 +45,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     law.add_argument("--exclude-flagged", action="store_true",
                      help="leave out buckets whose optimum lies outside their token range")
     law.set_defaults(func=run_loss_law)
+
+    bt = fs.add_parser("backtest", parents=[common], help="fit the loss law on the lowest budgets, forecast the higher ones",
+                       description="Backtest: for each window of the lowest k budgets (k from --min-budgets), fit "
+                                   "the IsoFLOP optima and the loss law on those budgets only, forecast every higher "
+                                   "budget's optimum and compare it with that budget's own IsoFLOP optimum. Prints "
+                                   "residual against extrapolation factor and how often the intervals cover.")
+    bt.add_argument("runs", metavar="RUNS", help="runs table file or suite directory (as for 'delphi fit isoflop')")
+    bt.add_argument("--min-budgets", type=int, default=4,
+                    help="smallest number of budgets to fit on (default 4: the 3-parameter law needs a 4th "
+                         "optimum to leave a residual for its interval)")
+    bt.add_argument("--form", nargs="+", choices=("asymptote", "power"), default=["asymptote"],
+                    help="loss-law form(s): asymptote = E + A·C^-alpha (default), power = A·C^-alpha")
+    bt.add_argument("--format", choices=("delphi", "chinchilla"), default="delphi",
+                    help="input columns: delphi (flops, params, tokens, metric; default) or chinchilla (Epoch AI's "
+                         "reconstruction: 'Model Size', 'Training FLOP', 'loss'; runs snapped to the paper's nine "
+                         "budgets, tokens = budget/(6N))")
+    bt.add_argument("--budgets", nargs="+", metavar="FLOPS", default=[],
+                    help="snap every run to the nearest of these budgets (log compute) before bucketing")
+    bt.add_argument("--snap-tolerance", type=float, metavar="DECADES",
+                    help="with --budgets/--format chinchilla: drop runs farther than this from every budget "
+                         "(chinchilla default 0.1; otherwise none)")
+    bt.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per fit (default 1000; 0: none)")
+    bt.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    bt.add_argument("--confidence", type=float, default=0.95, help="interval coverage (default 0.95: 2.5/97.5%%)")
+    bt.add_argument("--exclude-flagged", action="store_true",
+                    help="leave buckets whose optimum lies outside their token range out of every fit")
+    bt.set_defaults(func=run_backtest)
 
     par = fs.add_parser("parametric", parents=[common], help="L(N, D) = E + A/N^alpha + B/D^beta (Epoch AI's method)",
                         description="Approach 3: Huber (delta 1e-3) on log loss, log-sum-exp parametrisation, "
@@ -201,8 +228,10 @@ def run_loss_law(args) -> int:
     if not 0 < args.confidence < 1:
         raise DelphiError(f"--confidence must be in (0, 1), got {args.confidence}")
     C, L, iso, table = _load_optima(args)
+    # From a runs table the vertices' own uncertainty enters the interval too.
+    vert = iso.bootstrap_optima(args.bootstrap, args.seed) if iso is not None and args.bootstrap else None
     law = fit_loss_law(C, L, bootstrap=args.bootstrap, seed=args.seed, confidence=args.confidence,
-                       asymptote=not args.no_asymptote)
+                       asymptote=not args.no_asymptote, optima_resamples=vert)
     pure = fit_loss_law(C, L, bootstrap=0, asymptote=False) if not args.no_asymptote and len(C) >= 2 else None
     penalty = None
     if overtrain:
@@ -244,6 +273,77 @@ def run_loss_law(args) -> int:
         for r in d["off_optimal"]["table"]:
             print(f"{r['flops']:>10.3g} {r['s']:>6.3g} {r['loss_gap']:>10.4g} {100 * r['extra_compute']:>13.1f}%")
     _note(note)
+    if args.plot:
+        print(f"plot: {args.plot}")
+    return 0
+
+
+# ---- backtest ------------------------------------------------------------------------------
+
+def run_backtest(args) -> int:
+    from delphi.errors import DelphiError
+    from delphi.fit.backtest import CHINCHILLA_BUDGETS, CHINCHILLA_TOLERANCE, adapt_table, backtest, snap_budgets
+    from delphi.fit.runs_table import excluded_note, read_table, validate_table
+
+    budgets = _floats(args.budgets, "--budgets")
+    _check_positive(budgets, "--budgets")
+    if args.bootstrap < 0:
+        raise DelphiError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    if not 0 < args.confidence < 1:
+        raise DelphiError(f"--confidence must be in (0, 1), got {args.confidence}")
+    if args.min_budgets < 2:
+        raise DelphiError(f"--min-budgets must be at least 2, got {args.min_budgets}")
+    raw = adapt_table(read_table(args.runs), args.format, where=args.runs)
+    chin = args.format == "chinchilla"
+    if chin and "tokens" not in raw.columns:
+        raw["tokens"] = 1.0  # placeholder: recomputed from the snapped budget below
+    table = validate_table(raw, metric=args.metric, where=args.runs)
+    if budgets or chin:
+        tol = args.snap_tolerance if args.snap_tolerance is not None else CHINCHILLA_TOLERANCE if chin else None
+        table = snap_budgets(table, budgets or CHINCHILLA_BUDGETS, tolerance=tol, recompute_tokens=chin)
+    elif args.snap_tolerance is not None:
+        raise DelphiError("--snap-tolerance needs --budgets (or --format chinchilla)")
+    bt = backtest(table, args.metric, min_budgets=args.min_budgets, forms=args.form, bootstrap=args.bootstrap,
+                  seed=args.seed, confidence=args.confidence, exclude_flagged=args.exclude_flagged)
+    if args.plot:
+        from delphi.fit.plots import plot_backtest
+
+        plot_backtest(bt, args.plot)
+    for n in bt.notes:
+        _note(n)
+    if args.json:
+        _print_json(bt.to_dict())
+        _note(excluded_note(table))
+        return 0
+    pct = f"{100 * (1 - bt.confidence) / 2:g}-{100 - 100 * (1 - bt.confidence) / 2:g}%"
+    print(f"backtest of the loss law on {len(bt.budgets)} IsoFLOP optima of {args.metric!r} "
+          f"({bt.budgets[0]:.3g} to {bt.budgets[-1]:.3g} FLOPs); residual = 100·(actual − forecast)/forecast")
+    for s in bt.skipped:
+        print(f"  bucket {s['flops']:.3g} left out: {s['reason']}")
+    for form in bt.forms:
+        print(f"\n{form}: L*(C) = {'E + A·C^-alpha' if form == 'asymptote' else 'A·C^-alpha'}")
+        print(f"{'fitted':>6} {'up to':>9} {'target':>9} {'factor':>7} {'forecast':>9} {('interval ' + pct):>21} "
+              f"{'actual':>8} {'resid%':>7} inside")
+        for r in bt.rows:
+            if r.form != form:
+                continue
+            ci = f"[{r.ci_low:.4f}, {r.ci_high:.4f}]" if r.ci_low is not None else "-"
+            inside = "-" if r.inside is None else "yes" if r.inside else "NO"
+            print(f"{len(r.fit_budgets):>6} {r.fit_budgets[-1]:>9.3g} {r.target_budget:>9.3g} {r.factor:>6.1f}x "
+                  f"{r.forecast:>9.4f} {ci:>21} {r.actual:>8.4f} {r.residual_pct:>+7.2f} {inside}")
+        print(f"{'factor':>13} {'rows':>5} {'mean resid%':>12} {'mean |resid|%':>14} {'max |resid|%':>13} {'coverage':>9}")
+        for s in bt.by_factor():
+            if s.form != form:
+                continue
+            hi = "" if s.factor_high == float("inf") else f"{s.factor_high:g}"
+            cov = "-" if s.coverage is None else f"{100 * s.coverage:.0f}%"
+            print(f"{f'[{s.factor_low:g}, {hi})':>13} {s.n:>5} {s.mean_residual_pct:>+12.2f} {s.mean_abs_residual_pct:>14.2f} "
+                  f"{s.max_abs_residual_pct:>13.2f} {cov:>9}")
+        cov = bt.coverage(form)
+        n_ci = sum(r.inside is not None for r in bt.rows if r.form == form)
+        print(f"coverage: {'-' if cov is None else f'{100 * cov:.0f}%'} of {n_ci} actuals inside their "
+              f"{100 * bt.confidence:g}% interval")
+    _note(excluded_note(table))
     if args.plot:
         print(f"plot: {args.plot}")
     return 0

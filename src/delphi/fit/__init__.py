@@ -5,6 +5,8 @@
   allocation laws, off-optimal penalty.
 - `loss_law.fit_loss_law(flops, values, bootstrap=2000, seed=0)`: L*(C) = E + A·C^-alpha with
   bootstrap and leave-one-out spreads (any positive metric that decreases with compute).
+- `backtest.backtest(table, metric)`: fit the law on the lowest budgets, forecast the higher ones,
+  residuals against extrapolation factor and interval coverage.
 - `parametric.fit_parametric(params, tokens, loss)`: Approach 3 — Epoch AI's L(N, D) fit.
 - `bootstrap`: resampling helpers shared with downstream fits; `lbfgs`: batched L-BFGS.
 
@@ -16,7 +18,7 @@ from importlib import import_module
 _EXPORTS = {
     "load_runs_table": "runs_table", "fit_isoflop": "isoflop", "IsoFlopFit": "isoflop", "BucketFit": "isoflop",
     "PowerLaw": "isoflop", "OffOptimalPenalty": "isoflop", "fit_loss_law": "loss_law", "LossLaw": "loss_law",
-    "fit_parametric": "parametric", "ParametricFit": "parametric",
+    "fit_parametric": "parametric", "ParametricFit": "parametric", "backtest": "backtest", "Backtest": "backtest",
 }
 
 __all__ = sorted(_EXPORTS)

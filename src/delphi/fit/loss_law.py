@@ -33,9 +33,10 @@ kind="law")` leaves ν out (the band of the law itself).
 
 The earlier scheme resampled the optima themselves, with at least 4 distinct points per
 resample: with 4 optima every resample was the full set (a zero-width interval) and with 5 it
-barely moved. The residuals already contain the vertex noise, so adding δ counts it twice; the
-interval errs wide rather than narrow, and the backtest (`delphi fit backtest`) measures by how
-much. An interval that would still have zero width (points exactly on the law, vertices without
+barely moved. The law's residuals already contain the vertex noise that δ adds, so with δ the
+scale s² is reduced by the vertices' mean variance (robust: 1.4826·MAD of each point's δ) and
+η carries only the scatter in excess of it (the form's misfit). The backtest
+(`delphi fit backtest`) measures how often the intervals cover. An interval that would still have zero width (points exactly on the law, vertices without
 spread) is not reported: `note` says so.
 """
 
@@ -267,6 +268,11 @@ def fit_loss_law(flops, loss, *, bootstrap: int = 2000, seed: int = 0, confidenc
         fitted = E[0] + A0[0] * np.exp(-al[0] * logc)
         dof = len(y) - n_params
         s2 = float(np.sum((y - fitted) ** 2)) / dof
+        if delta is not None:
+            # The residuals already contain the vertex noise that δ adds: keep only the scatter in
+            # excess of it (robust scale of each point's δ, so one-sided resamples do not dominate).
+            mad = np.median(np.abs(delta - np.median(delta, axis=0)), axis=0)
+            s2 = max(s2 - float(np.mean((1.4826 * mad) ** 2)), 0.0)
         rng = np.random.default_rng(seed)
         # sigma_b^2 = s^2·dof/chi2_dof: the scatter's own uncertainty, which a plain residual
         # bootstrap ignores (with 1-2 residual degrees of freedom it is most of the uncertainty).

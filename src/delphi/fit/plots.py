@@ -144,3 +144,42 @@ def plot_parametric(fit, N, D, L, path, metric: str = "loss") -> Path:
     ax2.set_ylabel("log observed - log predicted")
     ax2.set_title(f"residuals (Huber loss {fit.huber_loss:.4g})")
     return _save(fig, path)
+
+
+def plot_backtest(bt, path) -> Path:
+    """Residual (actual vs forecast, %) against the extrapolation factor, one colour per number of
+    fitted budgets, with each forecast's interval as an error bar; one panel per law form."""
+    plt = _plt()
+    forms = list(bt.forms)
+    fig, axes = plt.subplots(1, len(forms), figsize=(6.5 * len(forms), 4.8), layout="constrained", squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    ks = sorted({len(r.fit_budgets) for r in bt.rows})
+    for ax, form in zip(axes[0], forms):
+        ax.axhline(0, color="grey", lw=0.8)
+        for i, k in enumerate(ks):
+            rows = [r for r in bt.rows if r.form == form and len(r.fit_budgets) == k]
+            if not rows:
+                continue
+            f = np.array([r.factor for r in rows])
+            res = np.array([r.residual_pct for r in rows])
+            col = cmap(i / max(len(ks) - 1, 1))
+            # The interval in residual units: where the actual could land, relative to the forecast.
+            with_ci = [(r.factor, 100 * (r.ci_low - r.forecast) / r.forecast, 100 * (r.ci_high - r.forecast) / r.forecast)
+                       for r in rows if r.ci_low is not None]
+            if with_ci:
+                cf, clo, chi = (np.array(v) for v in zip(*with_ci))
+                ax.vlines(cf, clo, chi, color=col, alpha=0.35, lw=4)
+            ax.plot(f, res, "o-", color=col, ms=5, lw=1, label=f"fit on lowest {k} budgets ({rows[0].fit_budgets[-1]:.2g})")
+        cov = bt.coverage(form)
+        ax.set_xscale("log")
+        ax.set_xlabel("extrapolation factor (target budget / largest fitted budget, log scale)")
+        ax.set_ylabel(f"residual, 100·(actual − forecast)/forecast  [{bt.metric}]")
+        title = f"{form}: {FORMS_TEXT.get(form, form)}"
+        if cov is not None:
+            title += f"\n{100 * bt.confidence:g}% intervals (bars) cover {100 * cov:.0f}% of the actuals"
+        ax.set_title(title)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+FORMS_TEXT = {"asymptote": "L = E + A·C^-alpha", "power": "L = A·C^-alpha"}

@@ -106,8 +106,12 @@ def fit_suite(suite: SuiteSpec, runs_csv: Path) -> dict[str, Any]:
     if len(optima["flops"]) < 3:
         raise DelphiError(f"only {len(optima['flops'])} IsoFLOP bucket(s) gave an optimum; the loss law needs 3 "
                           "(see fit.json for each bucket's reason; widen the grid or fix failed runs)")
-    law = fit_loss_law(optima["flops"], optima["loss"], bootstrap=suite.bootstrap, seed=suite.fit_seed)
-    settings = {"metric": suite.fit_metric, "bootstrap": suite.bootstrap, "seed": suite.fit_seed}
+    # The vertices' own uncertainty (each bucket's runs resampled) enters the law's interval.
+    vert = iso.bootstrap_optima(suite.bootstrap, suite.fit_seed) if suite.bootstrap else None
+    law = fit_loss_law(optima["flops"], optima["loss"], bootstrap=suite.bootstrap, seed=suite.fit_seed,
+                       optima_resamples=vert)
+    settings = {"metric": suite.fit_metric, "bootstrap": suite.bootstrap, "seed": suite.fit_seed,
+                "interval": "prediction; runs resampled within buckets + parametric bootstrap of the law"}
     record = {"metric": suite.fit_metric, "isoflop": iso.to_dict(), "loss_law": law.to_dict(),
               "runs_table_sha256": sha256_file(runs_csv), "settings": settings}
     return {"iso": iso, "law": law, "record": record, "settings": settings,
