@@ -63,7 +63,9 @@ def test_loss_law_json_contract_from_runs_optima_and_isoflop_json(runs_csv, caps
         assert set(p) == {"flops", "loss", "ci_low", "ci_high", "loo_min", "loo_max"}
         assert p["ci_low"] < p["loss"] < p["ci_high"] and p["loo_min"] <= p["loss"] <= p["loo_max"]
     assert d["off_optimal"]["table"][0]["extra_compute"] > 0
-    # The same optima given as a flops/loss table, and as the isoflop JSON, give the same law.
+    assert "resampled IsoFLOP vertices" in d["interval"]  # from the runs, the vertices' spread enters
+    # The same optima given as a flops/loss table, and as the isoflop JSON, give the same law (and,
+    # without the runs, an interval from the law's own bootstrap only).
     _, iso_out, _ = run(capsys, "fit", "isoflop", str(runs_csv), "--json")
     (tmp_path / "iso.json").write_text(iso_out)
     optima = pd.DataFrame({"flops": [b["flops"] for b in json.loads(iso_out)["buckets"]],
@@ -74,8 +76,11 @@ def test_loss_law_json_contract_from_runs_optima_and_isoflop_json(runs_csv, caps
                             "--bootstrap", "500")
         d2 = json.loads(out2)
         assert code == 0 and (d2["E"], d2["A"], d2["alpha"]) == pytest.approx((d["E"], d["A"], d["alpha"]), rel=1e-9)
+        assert "vertices" not in d2["interval"]
         for p2, p1 in zip(d2["predictions"], d["predictions"]):
-            assert p2 == pytest.approx(p1, rel=1e-9)
+            same = ("flops", "loss", "loo_min", "loo_max")
+            assert {k: p2[k] for k in same} == pytest.approx({k: p1[k] for k in same}, rel=1e-9)
+            assert p2["ci_low"] < p2["loss"] < p2["ci_high"]
 
 
 def test_suite_directory_input(runs_csv, capsys, tmp_path):
