@@ -9,6 +9,7 @@ FLOP/s = 3·fpt·tokens/s (Delphi's FLOP accounting).
 
     python benchmarks/train_throughput.py                 # all shapes, fp32 and bf16
     python benchmarks/train_throughput.py --shapes s1 --precisions fp32 --steps 8
+    python benchmarks/train_throughput.py --shapes g16 g64 --precisions fp32 --variants eager-plain eager
 
 Numbers are noisy on shared machines: steps are timed after warm-up (compile included there),
 and the median step time is reported.
@@ -33,6 +34,10 @@ SHAPES = {
     "s1": (128, 3, 1, 4096, 256, 16),
     "s2": (256, 5, 2, 4096, 256, 16),
     "s3": (384, 6, 3, 4096, 512, 8),
+    # the `cpu` recipe's IsoFLOP grid: one layer, head dim 16, vocab 1024, sequence 128
+    "g16": (16, 1, 1, 1024, 128, 32),
+    "g64": (64, 1, 4, 1024, 128, 64),
+    "g112": (112, 1, 7, 1024, 128, 128),
 }
 
 
@@ -62,7 +67,7 @@ def time_interleaved(steps: dict, data, warmup: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def ours(shape: ModelShape, amp, compile: bool):
+def ours(shape: ModelShape, amp, compile: bool, fused: bool = True):
     from delphi.model import Qwen3
 
     torch.manual_seed(0)
@@ -70,7 +75,7 @@ def ours(shape: ModelShape, amp, compile: bool):
     hp = OptimizerHParams()
     opt = build_optimizer(model, hp)
     sched = WSD.from_hparams(hp, 1000)
-    fn = make_forward_loss(model, amp, hp.z_loss_weight, compile=compile)
+    fn = make_forward_loss(model, amp, hp.z_loss_weight, compile=compile, fused=fused)
     count = [100]
 
     def step(tokens):
@@ -119,6 +124,10 @@ def main(argv=None) -> int:
     ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     ap.add_argument("--steps", type=int, default=8, help="timed steps per variant")
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--variants", nargs="+", default=["base", "eager", "compiled"],
+                    choices=["base", "eager", "compiled", "eager-plain", "compiled-plain"],
+                    help="base = transformers + AdamW; eager/compiled = the trainer's step (fused head + "
+                         "loss); *-plain = the same step with logits + lm_loss (the unfused reference)")
     args = ap.parse_args(argv)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpu {torch.backends.cpu.get_cpu_capability()}")
     rows = []
@@ -129,21 +138,26 @@ def main(argv=None) -> int:
         fpt3 = 3 * shape.flops_per_token
         for prec in args.precisions:
             amp = torch.bfloat16 if prec == "bf16" else None
-            t = time_interleaved({"base": baseline(shape, amp), "ours eager": ours(shape, amp, False),
-                                  "ours compiled": ours(shape, amp, True)}, data, args.warmup)
-            base_t = t.pop("base")
-            variants = t
+            makers = {"base": lambda: baseline(shape, amp), "eager": lambda: ours(shape, amp, False),
+                      "compiled": lambda: ours(shape, amp, True),
+                      "eager-plain": lambda: ours(shape, amp, False, fused=False),
+                      "compiled-plain": lambda: ours(shape, amp, True, fused=False)}
+            names = {"base": "HF Qwen3 + AdamW", "eager": "ours eager", "compiled": "ours compiled",
+                     "eager-plain": "ours eager, plain loss", "compiled-plain": "ours compiled, plain loss"}
+            t = time_interleaved({v: makers[v]() for v in args.variants}, data, args.warmup)
+            ref = args.variants[0]  # ratios are against the first variant named
+            ref_t = t[ref]
             label = f"{name} H{shape.hidden_size}/L{shape.num_layers}/V{shape.vocab_size}/s{shape.seq_len} B{B} {prec}"
-            rows.append((label, "HF Qwen3 + AdamW", tok / base_t, 1.0, fpt3 * tok / base_t))
-            for v, t in variants.items():
-                rows.append((label, v, tok / t, base_t / t, fpt3 * tok / t))
-            for r in rows[-3:]:
-                print(f"{r[0]:<40} {r[1]:<18} {r[2]:>9,.0f} tok/s  {r[3]:5.2f}x  {r[4] / 1e9:7.1f} GFLOP/s", flush=True)
+            for v in args.variants:
+                rows.append((label, names[v], tok / t[v], ref_t / t[v], fpt3 * tok / t[v], t[v]))
+            for r in rows[-len(args.variants):]:
+                print(f"{r[0]:<40} {r[1]:<26} {r[5] * 1e3:8.1f} ms {r[2]:>9,.0f} tok/s  {r[3]:5.2f}x  "
+                      f"{r[4] / 1e9:7.1f} GFLOP/s", flush=True)
     print()
-    print("| shape / precision | step | tokens/s | vs HF baseline | achieved FLOP/s |")
-    print("|---|---|---:|---:|---:|")
+    print(f"| shape / precision | step | ms/step | tokens/s | vs {names[args.variants[0]]} | achieved FLOP/s |")
+    print("|---|---|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]:,.0f} | {r[3]:.2f}x | {r[4] / 1e9:.1f} GFLOP/s |")
+        print(f"| {r[0]} | {r[1]} | {r[5] * 1e3:.1f} | {r[2]:,.0f} | {r[3]:.2f}x | {r[4] / 1e9:.1f} GFLOP/s |")
     return 0
 
 

@@ -209,6 +209,33 @@ def test_precision_and_compile_resolution(monkeypatch):
     assert resolve_compile("auto", "cpu", spec, DistInfo()) is False  # a seconds-long run: not worth compiling
 
 
+@pytest.mark.parametrize("flags, native", [({"avx2", "fma"}, False), ({"avx2", "avx512f"}, False),
+                                           ({"avx512f", "avx512_bf16"}, True), ({"avx512f", "amx_bf16"}, True)])
+def test_hardware_decisions_follow_the_cpu_flags(monkeypatch, flags, native):
+    """AMD/older Intel (AVX2, or AVX-512 without bf16) train "auto" in fp32 (emulated bf16 is
+    slower); only native bf16 (AMX, AVX512-BF16) picks bf16. What was detected is reported."""
+    from delphi.train import hardware
+
+    monkeypatch.delenv("DELPHI_CPU_BF16", raising=False)
+    monkeypatch.setattr(hardware, "_cpu_flags_and_model", lambda: (frozenset(flags), "Test CPU"))
+    assert hardware.cpu_has_fast_bf16() is native
+    assert hardware.resolve_precision("auto", "cpu") == (torch.bfloat16 if native else None)
+    info = hardware.describe_hardware("cpu")
+    assert info["cpu"] == "Test CPU" and info["bf16_native"] is native
+    assert info["auto_precision"] == ("bf16" if native else "fp32")
+    assert info["isa"] == torch.backends.cpu.get_cpu_capability()
+    line = hardware.hardware_line(info)
+    assert "Test CPU" in line and ("trains in bf16" if native else "trains in fp32") in line
+
+
+def test_summary_records_the_hardware(finished_run):
+    _, s = finished_run
+    hw = s["hardware"]
+    assert hw["device"] == "cpu" and hw["isa"] == torch.backends.cpu.get_cpu_capability()
+    assert hw["auto_precision"] in ("bf16", "fp32") and hw["peak_flops_per_s"] > 0
+    assert s["mfu"] == pytest.approx(s["flops_per_s"] / hw["peak_flops_per_s"])
+
+
 def test_cli_trains_a_spec_file_and_reports_bad_input(tmp_path, capsys):
     from delphi.cli import main
 

@@ -60,11 +60,23 @@ def test_two_processes_match_one(tmp_path, monkeypatch, parallel):
     for name, d in one["eval"]["domains"].items():
         assert two["eval"]["domains"][name]["loss"] == pytest.approx(d["loss"], abs=1e-5)
         assert two["eval"]["domains"][name]["tokens"] == d["tokens"]
-    # The exported model is the full (gathered) one and matches the single-process weights (Adam's
-    # normalised steps turn float-rounding differences of near-zero gradients into ~1e-4 moves).
+    # The exported model is the full (gathered) one and trains like the single-process model. The
+    # tolerance is relative to how far training moved each tensor, not absolute: Adam's normalised
+    # steps turn float-rounding differences of near-zero gradients (rare embedding rows) into
+    # moves of ~lr, and how large those are depends on the CPU's kernels (AVX-512 vs AVX2 round
+    # reductions differently). Measured: ≤ 1e-3 of the update on an AMD EPYC (AVX2).
     from safetensors.torch import load_file
+
+    from delphi.model import Qwen3
 
     a = load_file(tmp_path / "one" / "hf" / "model.safetensors")
     b = load_file(tmp_path / "two" / "hf" / "model.safetensors")
     assert a.keys() == b.keys()
-    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-3
+    torch.manual_seed(spec.seed)  # the trainer's initialisation, to measure each tensor's update
+    init = {("lm_head.weight" if k == "lm_head.weight" else "model." + k): v
+            for k, v in Qwen3(spec.shape).state_dict().items()}
+    assert init.keys() == a.keys()
+    for k in a:
+        update = float((a[k] - init[k]).norm())
+        assert update > 0, k
+        assert float((a[k] - b[k]).norm()) < 1e-2 * update, k

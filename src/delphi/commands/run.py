@@ -24,6 +24,12 @@ def run(args: argparse.Namespace) -> int:
     from delphi.sweep.suite import load_suite
 
     suite = load_suite(args.suite, out_dir=args.out)
+    import torch
+
+    from delphi.train.hardware import describe_hardware, hardware_line
+
+    # Precision, compile and MFU depend on what was detected: say it once (summary.json records it).
+    print(hardware_line(describe_hardware("cuda" if torch.cuda.is_available() else "cpu")), flush=True)
     result = run_suite(suite, retry_failed=args.retry_failed, progress=not args.quiet,
                        heldout=not args.no_heldout, report=not args.no_report)
     print(f"suite directory: {result.suite_dir}")

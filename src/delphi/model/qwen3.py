@@ -167,7 +167,8 @@ class Block(nn.Module):
 
 
 class Qwen3(nn.Module):
-    """Qwen3 causal LM. `model(input_ids [B,T], document_ids [B,T] | None) -> logits [B,T,V]`."""
+    """Qwen3 causal LM. `model(input_ids [B,T], document_ids [B,T] | None) -> logits [B,T,V]`;
+    `model(input_ids, document_ids, targets=..., z_loss_weight=...) -> (objective, cross entropy)`."""
 
     def __init__(self, shape: ModelShape):
         super().__init__()
@@ -218,7 +219,12 @@ class Qwen3(nn.Module):
         self.rope_sin.copy_(sin)
 
     # ---- forward -----------------------------------------------------------------------------
-    def forward(self, input_ids: torch.Tensor, document_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, document_ids: torch.Tensor | None = None, *,
+                targets: torch.Tensor | None = None, z_loss_weight: float = 0.0):
+        """Logits [B, T, V]; or, with `targets` [B, T], the training loss `(objective, cross
+        entropy)` of `delphi.train.loss.lm_loss` computed by the fused head + loss, which never
+        materialises the logits (same value and gradients up to float rounding). The loss is taken
+        inside `forward` so that wrappers (DDP, FSDP2) see the head weight used where they expect."""
         B, T = input_ids.shape
         if T <= self.rope_cos.shape[0]:
             cos, sin = self.rope_cos[:T], self.rope_sin[:T]
@@ -235,7 +241,14 @@ class Qwen3(nn.Module):
         x = self.embed_tokens(input_ids)
         for layer in self.layers:
             x = layer(x, cos, sin, mask)
-        return self.lm_head(self.norm(x))
+        x = self.norm(x)
+        if targets is None:
+            return self.lm_head(x)
+        from delphi.train.loss import fused_linear_lm_loss
+
+        device_type = x.device.type
+        matmul_dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+        return fused_linear_lm_loss(x, self.lm_head.weight, targets, z_loss_weight, matmul_dtype)
 
     # ---- accounting --------------------------------------------------------------------------
     def num_params(self) -> int:

@@ -43,3 +43,87 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor, z_loss_weight: float = 
 def bits_per_byte(loss_sum_nats: float, num_bytes: float) -> float:
     """bpb = Σ nats / Σ UTF-8 bytes of the target tokens · log2(e)."""
     return float(loss_sum_nats) / float(num_bytes) * LOG2_E if num_bytes else float("nan")
+
+
+# ---- fused LM head + loss -----------------------------------------------------------------------
+
+# Rows of logits materialised at a time: 512K float32 elements (2 MB), about an L2/L3-sized tile on
+# CPUs and small next to activations on GPUs. Independent of the result (up to float rounding).
+FUSED_CHUNK_ELEMENTS = 1 << 19
+
+
+class _FusedLinearLoss(torch.autograd.Function):
+    """mean_t CE(h_t W^T, y_t) + z · mean_t lse_t², with ∂/∂h and ∂/∂W computed in the forward pass,
+    a chunk of tokens at a time (the "fused linear cross-entropy" of Liger-Kernel / Cut Cross-Entropy).
+
+    Why: the plain path materialises the [tokens × vocab] logits, their float32 upcast, the
+    log-softmax, a zero-filled gather gradient and the softmax gradient — five tensors of that size
+    and as many full passes, which dominate small models on CPU. Here each chunk's logits are
+    computed once, turned in place into the gradient with respect to the logits
+    (softmax·(1 + 2z·lse) − onehot, over the token count), and immediately contracted into the
+    gradients of the hidden states and the head weight. The backward pass only scales them.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, z_loss_weight: float, matmul_dtype):
+        n, v = hidden.shape[0], weight.shape[0]
+        chunk = max(1, min(n, FUSED_CHUNK_ELEMENTS // max(v, 1)))
+        w = weight.to(matmul_dtype)
+        grad_hidden = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device)
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        ce_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        z_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for start in range(0, n, chunk):
+            h = hidden[start:start + chunk].to(matmul_dtype)
+            y = targets[start:start + chunk]
+            logits = (h @ w.t()).float()                                  # [c, V]
+            target_logit = logits.gather(1, y[:, None])                   # [c, 1]
+            # One exp pass serves both the log-sum-exp and the softmax: e = exp(x − max) in place.
+            peak = logits.amax(dim=1, keepdim=True)
+            g = logits.sub_(peak).exp_()
+            total = g.sum(dim=1, keepdim=True)
+            lse = peak + total.log()                                      # [c, 1]
+            ce_sum += (lse - target_logit).sum()
+            # ∂(Σ nll + z Σ lse²)/∂logits / n = softmax · (1 + 2z·lse) / n − onehot(y) / n, in place.
+            if z_loss_weight:
+                z_sum += lse.square().sum()
+                g.mul_((1.0 + 2.0 * z_loss_weight * lse).div_(total * n))
+            else:
+                g.div_(total * n)
+            g.scatter_add_(1, y[:, None], torch.full_like(lse, -1.0 / n))
+            g_m = g.to(matmul_dtype)
+            grad_hidden[start:start + chunk] = g_m @ w
+            if matmul_dtype == torch.float32:
+                grad_weight.addmm_(g_m.t(), h)
+            else:
+                grad_weight += (g_m.t() @ h).float()
+        ce = ce_sum / n
+        objective = ce + z_loss_weight * z_sum / n if z_loss_weight else ce.clone()
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        ctx.dtypes = (hidden.dtype, weight.dtype)
+        ctx.mark_non_differentiable(ce)
+        return objective, ce
+
+    @staticmethod
+    def backward(ctx, grad_objective, _grad_ce):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        h_dtype, w_dtype = ctx.dtypes
+        return (grad_hidden.mul_(grad_objective).to(h_dtype), grad_weight.mul_(grad_objective).to(w_dtype),
+                None, None, None)
+
+
+def fused_linear_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                         z_loss_weight: float = 0.0, matmul_dtype: torch.dtype | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`lm_loss(hidden @ weight.T, targets, z_loss_weight)` without materialising the logits:
+    (objective, cross entropy), equal to the plain path up to float rounding in value and gradient.
+
+    `hidden` [..., H] (final-norm output), `weight` [V, H] (the LM head), `targets` [...] ids.
+    The head matmuls run in `matmul_dtype` (default: the hidden states' dtype; pass the autocast
+    dtype under mixed precision, as an autocast `lm_head` would); the softmax and the loss are
+    float32. Autocast is off inside, so these dtypes are exactly what runs.
+    """
+    h = hidden.reshape(-1, hidden.shape[-1])
+    y = targets.reshape(-1)
+    with torch.autocast(device_type=hidden.device.type, enabled=False):
+        return _FusedLinearLoss.apply(h, weight, y, float(z_loss_weight), matmul_dtype or hidden.dtype)

@@ -41,6 +41,8 @@ from delphi.errors import DelphiError
 from delphi.optim import WSD, build_optimizer, set_lr
 from delphi.train import checkpoint as ckpt
 from delphi.train import distributed as D
+from delphi.train.hardware import (cpu_has_fast_bf16, describe_hardware,  # noqa: F401
+                                    peak_flops_per_s, resolve_precision)
 from delphi.train.loss import LOG2_E, lm_loss, token_nll
 
 SUMMARY = "summary.json"
@@ -49,41 +51,6 @@ METRICS = "metrics.jsonl"
 
 
 # ---- environment decisions -------------------------------------------------------------------
-
-def cpu_has_fast_bf16() -> bool:
-    """True on CPUs with native bf16 matmul (AMX-BF16 or AVX512-BF16), where oneDNN runs bf16
-    autocast faster than fp32. `get_cpu_capability()` only says "AVX512", so read the CPU flags
-    (Linux); elsewhere ask oneDNN whether it has a bf16 path."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        flags = None
-    if flags is not None:
-        return bool({"amx_bf16", "avx512_bf16"} & flags)
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_precision(precision: str, device: str) -> torch.dtype | None:
-    """Autocast dtype for the run (None: plain fp32). Master weights and the loss stay fp32.
-
-    "auto": bf16 on CUDA GPUs that support it, and on CPUs with native bf16 (AMX / AVX512-BF16):
-    there bf16 autocast trained ~1.2–1.4x faster and moved the final macro loss of a 3-seed CPU
-    ladder run by less than the seed-to-seed spread (benchmarks/RESULTS.md, "bf16 vs fp32").
-    `DELPHI_CPU_BF16=0` keeps CPU runs in fp32.
-    """
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    if os.environ.get("DELPHI_CPU_BF16", "1") != "0" and cpu_has_fast_bf16():
-        return torch.bfloat16
-    return None
-
 
 def resolve_compile(mode: str, device: str, spec: RunSpec, info: D.DistInfo) -> bool:
     """torch.compile where it pays: always on CUDA; on CPU only for runs long enough to amortise
@@ -99,33 +66,6 @@ def resolve_compile(mode: str, device: str, spec: RunSpec, info: D.DistInfo) -> 
     # CPU: the compile pays back after a few minutes of training.
     est_flops_per_s = 2e10 * max(1, torch.get_num_threads())
     return spec.flops / est_flops_per_s > 600
-
-
-def peak_flops_per_s(device: str, dtype: torch.dtype | None) -> float | None:
-    """Peak FLOP/s of one device for MFU: `DELPHI_PEAK_FLOPS`, a table of datacenter GPUs, or, on
-    CPU, the best matmul throughput measured in a ~0.2 s probe (an achievable, not a datasheet,
-    peak — MFU on CPU is relative to it)."""
-    env = os.environ.get("DELPHI_PEAK_FLOPS")
-    if env:
-        return float(env)
-    if device.startswith("cuda"):
-        name = torch.cuda.get_device_name(device).upper()
-        bf16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "L4": 121e12}
-        for key, val in bf16.items():
-            if key in name:
-                return val if dtype == torch.bfloat16 else val / 2  # tf32 dense is half the bf16 peak
-        return None
-    n = 1024
-    a = torch.randn(n, n, dtype=dtype or torch.float32)
-    b = torch.randn(n, n, dtype=dtype or torch.float32)
-    best = 0.0
-    deadline = time.perf_counter() + 0.2
-    a @ b
-    while time.perf_counter() < deadline:
-        t0 = time.perf_counter()
-        a @ b
-        best = max(best, 2 * n ** 3 / max(time.perf_counter() - t0, 1e-9))
-    return best or None
 
 
 def code_version() -> str:
@@ -202,19 +142,22 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
 
 # ---- the step's forward ------------------------------------------------------------------------
 
-def make_forward_loss(model, amp_dtype: torch.dtype | None, z_loss_weight: float, *, compile: bool = False):
+def make_forward_loss(model, amp_dtype: torch.dtype | None, z_loss_weight: float, *, compile: bool = False,
+                      fused: bool = True):
     """`fn(inputs, targets, document_ids) -> (objective, cross entropy)`: forward under autocast
-    (when `amp_dtype`), float32 loss with z-loss. With `compile`, forward and loss are compiled
-    as one graph, so the float32 upcast, log-sum-exp, gather and z-loss fuse into few kernels
-    instead of materialising several [B, T, V] float32 copies of the logits."""
+    (when `amp_dtype`), float32 loss with z-loss.
+
+    `fused` (default): the model computes the head and the loss together a chunk of tokens at a
+    time (`delphi.train.loss.fused_linear_lm_loss`), never materialising the [B, T, V] logits;
+    otherwise logits, then `lm_loss` (the reference path, kept for comparison). With `compile`,
+    forward and loss are compiled as one graph."""
     device_type = "cuda" if next(model.parameters()).is_cuda else "cpu"
 
     def forward_loss(inputs, targets, doc):
-        if amp_dtype is None:
+        with torch.autocast(device_type=device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            if fused:
+                return model(inputs, doc, targets=targets, z_loss_weight=z_loss_weight)
             logits = model(inputs, doc)
-        else:
-            with torch.autocast(device_type=device_type, dtype=amp_dtype):
-                logits = model(inputs, doc)
         return lm_loss(logits, targets, z_loss_weight)
 
     return torch.compile(forward_loss) if compile else forward_loss
@@ -672,6 +615,7 @@ class _Trainer:
             "precision": "bf16" if self.amp_dtype == torch.bfloat16 else "fp32", "compiled": bool(
                 getattr(self, "compiled", False)),
             "world_size": self.info.world_size, "threads": self.threads,
+            "hardware": {**describe_hardware(self.device), "peak_flops_per_s": self.peak},
             "epochs": epochs, "code_version": code_version(), "tags": dict(spec.tags),
         }
         if self.info.is_main:
