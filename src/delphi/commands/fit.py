@@ -22,7 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_argument("--json", action="store_true", help="print JSON instead of a table")
     common.add_argument("--plot", metavar="FILE.png", help="draw the fit to this image file")
 
-    iso = fs.add_parser("isoflop", parents=[common], help="per-budget parabolas -> compute-optimal points and allocation laws",
+    compute = argparse.ArgumentParser(add_help=False)
+    compute.add_argument("--compute", choices=("total", "non-embedding", "deepseek-m"), default="total",
+                         help="what C means for the laws: total FLOPs (default; LM head included), non-embedding "
+                              "FLOPs (without the LM head), or DeepSeek's M = 72·n_layer·d² + 12·n_layer·d·l_seq "
+                              "per token, times tokens (needs the shape columns a suite's runs.csv has)")
+
+    iso = fs.add_parser("isoflop", parents=[common, compute], help="per-budget parabolas -> compute-optimal points and allocation laws",
                         description="Approach 2: per-budget Huber parabolas in log10(tokens), their vertices "
                                     "(D*, N*, L*), and the allocation laws D*(C) = A·C^alpha, N*(C) = G·C^a.")
     iso.add_argument("runs", metavar="RUNS", help="runs table file or suite directory")
@@ -30,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="leave buckets whose optimum lies outside their token range out of the laws")
     iso.set_defaults(func=run_isoflop)
 
-    law = fs.add_parser("loss-law", parents=[common], help="L*(C) = E + A·C^-alpha through the optima, with bootstrap intervals",
+    law = fs.add_parser("loss-law", parents=[common, compute], help="L*(C) = E + A·C^-alpha through the optima, with bootstrap intervals",
                         description="Fit L*(C) = E + A·C^-alpha to compute-optimal points (OPTIMA: columns flops, "
                                     "loss; the JSON of 'delphi fit isoflop --json'; or a runs table, reduced to "
                                     "optima first), with bootstrap and leave-one-out spreads of the predictions.")
@@ -46,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="leave out buckets whose optimum lies outside their token range")
     law.set_defaults(func=run_loss_law)
 
-    bt = fs.add_parser("backtest", parents=[common], help="fit the loss law on the lowest budgets, forecast the higher ones",
+    bt = fs.add_parser("backtest", parents=[common, compute], help="fit the loss law on the lowest budgets, forecast the higher ones",
                        description="Backtest: for each window of the lowest k budgets (k from --min-budgets), fit "
                                    "the IsoFLOP optima and the loss law on those budgets only, forecast every higher "
                                    "budget's optimum and compare it with that budget's own IsoFLOP optimum. Prints "
@@ -141,7 +147,7 @@ def run_isoflop(args) -> int:
     from delphi.fit.runs_table import excluded_note, load_runs_table
 
     table = load_runs_table(args.runs, metric=args.metric)
-    iso = fit_isoflop(table, args.metric, exclude_flagged=args.exclude_flagged)
+    iso = fit_isoflop(table, args.metric, exclude_flagged=args.exclude_flagged, compute=args.compute)
     if args.plot:
         from delphi.fit.plots import plot_isoflop
 
@@ -150,13 +156,16 @@ def run_isoflop(args) -> int:
         _print_json(iso.to_dict())
         _note(excluded_note(table))
         return 0
-    print(f"IsoFLOP fit of {args.metric!r} ({len(table)} runs, {len(iso.buckets)} buckets)")
-    print(f"{'flops':>10} {'runs':>5} {'D* tokens':>11} {'N* params':>11} {'L*':>9}  flags")
+    other = args.compute != "total"
+    print(f"IsoFLOP fit of {args.metric!r} ({len(table)} runs, {len(iso.buckets)} buckets)"
+          + (f"; C* in {args.compute} compute" if other else ""))
+    print(f"{'flops':>10} {'runs':>5} {'D* tokens':>11} {'N* params':>11} {'L*':>9}"
+          + (f" {'C* ' + args.compute:>24}" if other else "") + "  flags")
     for b in iso.buckets:
         if b.usable:
             flags = "; ".join(FLAG_TEXT[f] for f in b.flags)
             print(f"{b.flops:>10.3g} {b.n_runs:>5} {b.optimal_tokens:>11.4g} {b.optimal_params:>11.4g} "
-                  f"{b.optimal_loss:>9.4f}  {flags}")
+                  f"{b.optimal_loss:>9.4f}" + (f" {b.optimal_compute:>24.4g}" if other else "") + f"  {flags}")
         else:
             print(f"{b.flops:>10.3g} {b.n_runs:>5} {'skipped: ' + b.skipped}")
     if iso.tokens_law is None:
@@ -166,6 +175,10 @@ def run_isoflop(args) -> int:
         print(f"D*(C) = {t.A:.4g} · C^{t.alpha:.4f}   (rmse {t.rmse_log10:.3g} dex)")
         print(f"N*(C) = {p.A:.4g} · C^{p.alpha:.4f}   (rmse {p.rmse_log10:.3g} dex)")
         print(f"sum of exponents {t.alpha + p.alpha:.4f} (≈ 1 when C ∝ N·D)")
+        laws = iso.allocation_in_compute()
+        if laws is not None:
+            print(f"against {args.compute} compute: D*(C) = {laws[0].A:.4g} · C^{laws[0].alpha:.4f}, "
+                  f"N*(C) = {laws[1].A:.4g} · C^{laws[1].alpha:.4f}")
     _note(excluded_note(table))
     if args.plot:
         print(f"plot: {args.plot}")
@@ -193,8 +206,12 @@ def _load_optima(args):
         if not isinstance(d, dict) or "buckets" not in d:
             raise DelphiError(f"{p}: expected the JSON of 'delphi fit isoflop --json' (an object with 'buckets')")
         buckets = [b for b in d["buckets"] if not (args.exclude_flagged and b.get("flags"))]
+        if args.compute != d.get("compute", "total"):
+            raise DelphiError(f"{p}: its optima are in {d.get('compute', 'total')!r} compute; --compute "
+                              f"{args.compute} needs the runs table (or the isoflop JSON fitted with it)")
+        key = "flops" if d.get("compute", "total") == "total" else "optimal_compute"
         try:
-            C = np.array([float(b["flops"]) for b in buckets])
+            C = np.array([float(b[key]) for b in buckets])
             L = np.array([float(b["optimal_loss"]) for b in buckets])
         except (KeyError, TypeError, ValueError) as e:
             raise DelphiError(f"{p}: bucket without a numeric flops/optimal_loss ({e})") from None
@@ -202,12 +219,15 @@ def _load_optima(args):
     raw = read_table(p)
     if {"tokens", "params"} <= set(raw.columns):  # a runs table: reduce to optima first
         table = validate_table(raw, metric=args.metric, where=str(p))
-        iso = fit_isoflop(table, args.metric, exclude_flagged=args.exclude_flagged)
+        iso = fit_isoflop(table, args.metric, exclude_flagged=args.exclude_flagged, compute=args.compute)
         opt = iso.optima()
-        C, L = opt["flops"], opt["loss"]
+        C, L = opt["compute"], opt["loss"]
         if len(C) == 0:
             raise DelphiError(f"{p}: no bucket produced an optimum (see 'delphi fit isoflop {p}')")
         return C, L, iso, table
+    if args.compute != "total":
+        raise DelphiError(f"{p}: --compute {args.compute} needs the runs (a runs table with params, tokens and "
+                          "the shape columns, or a suite directory), not a table of optima")
     table = validate_table(raw, metric=args.metric, require=("flops",), where=str(p))
     return table["flops"].to_numpy(float), table[args.metric].to_numpy(float), None, table
 
@@ -228,21 +248,28 @@ def run_loss_law(args) -> int:
     if not 0 < args.confidence < 1:
         raise DelphiError(f"--confidence must be in (0, 1), got {args.confidence}")
     C, L, iso, table = _load_optima(args)
-    # From a runs table the vertices' own uncertainty enters the interval too.
-    vert = iso.bootstrap_optima(args.bootstrap, args.seed) if iso is not None and args.bootstrap else None
-    law = fit_loss_law(C, L, bootstrap=args.bootstrap, seed=args.seed, confidence=args.confidence,
-                       asymptote=not args.no_asymptote, optima_resamples=vert)
+    if iso is not None:  # from a runs table the vertices' own uncertainty enters the interval too
+        from delphi.fit.isoflop import fit_law_on_optima
+
+        law = fit_law_on_optima(iso, bootstrap=args.bootstrap, seed=args.seed, confidence=args.confidence,
+                                asymptote=not args.no_asymptote)
+    else:
+        law = fit_loss_law(C, L, bootstrap=args.bootstrap, seed=args.seed, confidence=args.confidence,
+                           asymptote=not args.no_asymptote)
     pure = fit_loss_law(C, L, bootstrap=0, asymptote=False) if not args.no_asymptote and len(C) >= 2 else None
     penalty = None
     if overtrain:
         if iso is None:
             raise DelphiError("--overtrain needs the runs (a runs table or suite directory), not only optima")
+        if args.compute != "total":  # the penalty's curvature is fitted against the planned budgets
+            raise DelphiError("--overtrain works with --compute total only")
         penalty = iso.penalty()
     if args.plot:
         from delphi.fit.plots import plot_loss_law
 
         plot_loss_law(law, args.plot, targets=targets, pure=pure, metric=args.metric, iso=iso)
     d = law.to_dict(predict_at=targets)
+    d["compute"] = args.compute
     if pure is not None:
         d["pure_power_law"] = {"A": pure.A, "alpha": pure.alpha, "sse": pure.sse, "rmse": pure.rmse}
     if penalty is not None:
@@ -254,7 +281,8 @@ def run_loss_law(args) -> int:
         _note(note)
         return 0
     form = "E + A·C^-alpha" if law.asymptote else "A·C^-alpha"
-    print(f"loss law L*(C) = {form} on {law.n_points} optima of {args.metric!r}")
+    print(f"loss law L*(C) = {form} on {law.n_points} optima of {args.metric!r}"
+          + (f" (C: {args.compute} compute)" if args.compute != "total" else ""))
     print(f"  E = {law.E:.5g}   A = {law.A:.5g}   alpha = {law.alpha:.5g}")
     print(f"  objective: sum of squared residuals {law.sse:.4g} (rmse {law.rmse:.4g}); {law.status}"
           + ("; E reached min L* (weakly identified)" if law.E_at_upper_bound else ""))
@@ -304,7 +332,8 @@ def run_backtest(args) -> int:
     elif args.snap_tolerance is not None:
         raise DelphiError("--snap-tolerance needs --budgets (or --format chinchilla)")
     bt = backtest(table, args.metric, min_budgets=args.min_budgets, forms=args.form, bootstrap=args.bootstrap,
-                  seed=args.seed, confidence=args.confidence, exclude_flagged=args.exclude_flagged)
+                  seed=args.seed, confidence=args.confidence, exclude_flagged=args.exclude_flagged,
+                  compute=args.compute)
     if args.plot:
         from delphi.fit.plots import plot_backtest
 
@@ -317,7 +346,9 @@ def run_backtest(args) -> int:
         return 0
     pct = f"{100 * (1 - bt.confidence) / 2:g}-{100 - 100 * (1 - bt.confidence) / 2:g}%"
     print(f"backtest of the loss law on {len(bt.budgets)} IsoFLOP optima of {args.metric!r} "
-          f"({bt.budgets[0]:.3g} to {bt.budgets[-1]:.3g} FLOPs); residual = 100·(actual − forecast)/forecast")
+          f"({bt.budgets[0]:.3g} to {bt.budgets[-1]:.3g} FLOPs"
+          + (f"; law fitted against {bt.compute} compute" if bt.compute != "total" else "")
+          + "); residual = 100·(actual − forecast)/forecast")
     for s in bt.skipped:
         print(f"  bucket {s['flops']:.3g} left out: {s['reason']}")
     for form in bt.forms:

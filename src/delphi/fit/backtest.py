@@ -99,6 +99,8 @@ class Backtest:
     bootstrap: int
     seed: int
     notes: tuple[str, ...] = field(default=())
+    compute: str = "total"  # the compute definition the law was fitted against
+    compute_values: tuple[float, ...] = field(default=())  # each budget's optimum compute in it
 
     def coverage(self, form: str | None = None) -> float | None:
         """Fraction of rows (of one form, or all) whose actual lies inside its interval."""
@@ -123,7 +125,9 @@ class Backtest:
         return {"metric": self.metric, "rows": [r.to_dict() for r in self.rows],
                 "coverage": {f: self.coverage(f) for f in self.forms},
                 "by_factor": [s.to_dict() for s in self.by_factor()],
-                "budgets": [{"flops": c, "optimal_loss": v} for c, v in zip(self.budgets, self.optima)],
+                "budgets": [{"flops": c, "optimal_loss": v, "optimal_compute": x}
+                            for c, v, x in zip(self.budgets, self.optima, self.compute_values or self.budgets)],
+                "compute": self.compute,
                 "skipped": list(self.skipped), "forms": {f: FORMS[f] for f in self.forms},
                 "min_budgets": self.min_budgets, "confidence": self.confidence, "bootstrap": self.bootstrap,
                 "seed": self.seed, "residual": "100*(actual-forecast)/forecast", "notes": list(self.notes)}
@@ -185,8 +189,10 @@ def _valid_forms(forms) -> tuple[str, ...]:
 
 def backtest(table, metric: str = "loss", *, min_budgets: int = DEFAULT_MIN_BUDGETS, forms=("asymptote",),
              bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95, exclude_flagged: bool = False,
-             huber_delta: float | None = None) -> Backtest:
-    """Backtest the loss law on a runs table (see the module docstring)."""
+             huber_delta: float | None = None, compute: str = "total") -> Backtest:
+    """Backtest the loss law on a runs table (see the module docstring). compute: the definition
+    of C the law is fitted against (`delphi.fit.compute`); windows and factors stay in the
+    planned budgets."""
     from delphi.fit.isoflop import fit_isoflop
     from delphi.fit.loss_law import fit_loss_law
 
@@ -197,7 +203,7 @@ def backtest(table, metric: str = "loss", *, min_budgets: int = DEFAULT_MIN_BUDG
         raise DelphiError(f"backtest: bootstrap must be >= 0, got {bootstrap}")
     if not 0 < confidence < 1:
         raise DelphiError(f"backtest: confidence must be in (0, 1), got {confidence}")
-    iso = fit_isoflop(table, metric, huber_delta=huber_delta, exclude_flagged=exclude_flagged)
+    iso = fit_isoflop(table, metric, huber_delta=huber_delta, exclude_flagged=exclude_flagged, compute=compute)
     used = iso.used
     skipped = tuple({"flops": b.flops, "n_runs": b.n_runs,
                      "reason": b.skipped or "flagged: " + ", ".join(b.flags)} for b in iso.buckets if b not in used)
@@ -209,6 +215,7 @@ def backtest(table, metric: str = "loss", *, min_budgets: int = DEFAULT_MIN_BUDG
                           f"{min_budgets} needs at least {need} (fit on {min_budgets}, forecast the rest)"
                           + (f" (skipped: {why})" if why else ""))
     C = np.array([b.flops for b in used])
+    X = np.array([b.optimal_compute for b in used])  # the law's x: the optima's compute (definition `compute`)
     L = np.array([b.optimal_loss for b in used])
     vert = iso.bootstrap_optima(bootstrap, seed) if bootstrap else None
     rows, notes = [], []
@@ -216,17 +223,18 @@ def backtest(table, metric: str = "loss", *, min_budgets: int = DEFAULT_MIN_BUDG
         n_params = 3 if form == "asymptote" else 2
         for k in range(max(min_budgets, n_params), n):
             try:
-                law = fit_loss_law(C[:k], L[:k], bootstrap=bootstrap, seed=seed, confidence=confidence,
+                law = fit_loss_law(X[:k], L[:k], bootstrap=bootstrap, seed=seed, confidence=confidence,
                                    asymptote=form == "asymptote",
                                    optima_resamples=None if vert is None else vert[:, :k])
             except DelphiError as e:
-                notes.append(f"{form}, lowest {k} budgets: not fitted ({e})")
+                why = iso.explain_off_centre()
+                notes.append(f"{form}, lowest {k} budgets: not fitted ({e})" + (f"; {why}" if why else ""))
                 continue
             if law.note:
                 notes.append(f"{form}, lowest {k} budgets: {law.note}")
             targets = C[k:]
-            pred = law.predict(targets)
-            lo, hi = law.interval(targets)
+            pred = law.predict(X[k:])
+            lo, hi = law.interval(X[k:])
             for c, p, a, b, act in zip(targets, pred, lo, hi, L[k:]):
                 has = bool(np.isfinite(a) and np.isfinite(b))
                 rows.append(BacktestRow(form=form, fit_budgets=tuple(map(float, C[:k])), target_budget=float(c),
@@ -238,4 +246,5 @@ def backtest(table, metric: str = "loss", *, min_budgets: int = DEFAULT_MIN_BUDG
         raise DelphiError("backtest: no window could be fitted (" + "; ".join(notes[:3]) + ")")
     return Backtest(metric=metric, rows=tuple(rows), budgets=tuple(map(float, C)), optima=tuple(map(float, L)),
                     skipped=skipped, forms=forms, min_budgets=min_budgets, confidence=confidence,
-                    bootstrap=bootstrap, seed=seed, notes=tuple(notes))
+                    bootstrap=bootstrap, seed=seed, notes=tuple(notes), compute=compute,
+                    compute_values=tuple(map(float, X)))

@@ -79,6 +79,13 @@ class BucketFit:
     optimal_loss: float = math.nan
     flags: tuple[str, ...] = ()
     skipped: str | None = None  # reason, when no optimum was extracted
+    # Runs with fewer / more tokens than the optimum: a vertex is bracketed when both are >= 2.
+    n_below: int = 0
+    n_above: int = 0
+    # The optimum's compute in the fit's compute definition (`delphi.fit.compute`): the bucket's
+    # planned budget for "total", else the compute of the optimal shape at D* (interpolated).
+    optimal_compute: float = math.nan
+    widths: tuple[float, ...] = ()  # the runs' hidden sizes, when the table has them (for advice)
 
     @property
     def usable(self) -> bool:
@@ -100,7 +107,8 @@ class BucketFit:
         d = {"flops": self.flops, "n_runs": self.n_runs}
         if self.usable:
             d.update(optimal_tokens=self.optimal_tokens, optimal_params=self.optimal_params,
-                     optimal_loss=self.optimal_loss, flags=list(self.flags),
+                     optimal_loss=self.optimal_loss, optimal_compute=self.optimal_compute, flags=list(self.flags),
+                     runs_below_optimum=self.n_below, runs_above_optimum=self.n_above,
                      parabola={"a": self.coeffs[0], "b": self.coeffs[1], "c": self.coeffs[2], "x": "log10(tokens)"})
         else:
             d["reason"] = self.skipped
@@ -148,9 +156,14 @@ def _interp_loglog(x0: float, xs: np.ndarray, ys: np.ndarray) -> float:
     return float(np.exp(uy[j] + slope * (t - ux[j])))
 
 
-def fit_bucket(flops: float, tokens, params, loss, huber_delta: float | None = None) -> BucketFit:
+def fit_bucket(flops: float, tokens, params, loss, huber_delta: float | None = None, *, compute=None,
+               widths=None) -> BucketFit:
+    """One bucket's parabola and vertex. compute: each run's compute in the fit's definition
+    (None: total FLOPs, and the optimum's compute is the bucket's `flops`); widths: the runs'
+    hidden sizes (reported in advice about off-centre grids)."""
     D, N, L = (np.asarray(v, dtype=float) for v in (tokens, params, loss))
-    base = dict(flops=float(flops), n_runs=len(D), tokens=tuple(D), params=tuple(N), loss=tuple(L))
+    base = dict(flops=float(flops), n_runs=len(D), tokens=tuple(D), params=tuple(N), loss=tuple(L),
+                widths=tuple(float(w) for w in widths) if widths is not None else ())
     if len(D) < 3:
         return BucketFit(**base, skipped=f"fewer than 3 runs ({len(D)})")
     x = np.log10(D)
@@ -161,11 +174,16 @@ def fit_bucket(flops: float, tokens, params, loss, huber_delta: float | None = N
         return BucketFit(**base, coeffs=(a, b, c), skipped=f"parabola opens downward (a = {a:.3g} <= 0): no minimum")
     xs = -b / (2 * a)
     flags = (FLAG_ABOVE,) if xs > x.max() else (FLAG_BELOW,) if xs < x.min() else ()
-    if not flags and min(int(np.sum(x < xs)), int(np.sum(x > xs))) < 2:
+    n_below, n_above = int(np.sum(x < xs)), int(np.sum(x > xs))
+    if not flags and min(n_below, n_above) < 2:
         flags = (FLAG_ONE_SIDED,)
     Dopt = 10 ** xs
+    # Compute per token varies with the shape along the bucket: take the optimal shape's, the way
+    # N* is (log-log interpolation at D*), times D*.
+    Copt = float(flops) if compute is None else _interp_loglog(Dopt, D, np.asarray(compute, dtype=float) / D) * Dopt
     return BucketFit(**base, coeffs=(a, b, c), optimal_tokens=float(Dopt),
-                     optimal_params=_interp_loglog(Dopt, D, N), optimal_loss=float(c - b * b / (4 * a)), flags=flags)
+                     optimal_params=_interp_loglog(Dopt, D, N), optimal_loss=float(c - b * b / (4 * a)), flags=flags,
+                     n_below=n_below, n_above=n_above, optimal_compute=Copt)
 
 
 def huber_parabolas(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -313,6 +331,7 @@ class IsoFlopFit:
     params_law: PowerLaw | None  # N*(C) = G·C^a
     excluded: dict = field(default_factory=dict)  # status -> runs dropped before fitting
     excluded_flagged: bool = False  # flagged buckets left out of the allocation laws
+    compute: str = "total"  # the compute definition of optimal_compute (`delphi.fit.compute`)
 
     @property
     def used(self) -> tuple[BucketFit, ...]:
@@ -322,7 +341,35 @@ class IsoFlopFit:
         """{"flops", "loss", "tokens", "params"} arrays of the buckets used for the laws (the loss law's input)."""
         u = self.used
         return {"flops": np.array([b.flops for b in u]), "loss": np.array([b.optimal_loss for b in u]),
-                "tokens": np.array([b.optimal_tokens for b in u]), "params": np.array([b.optimal_params for b in u])}
+                "tokens": np.array([b.optimal_tokens for b in u]), "params": np.array([b.optimal_params for b in u]),
+                "compute": np.array([b.optimal_compute for b in u])}
+
+    def allocation_in_compute(self) -> tuple[PowerLaw, PowerLaw] | None:
+        """D*(C) and N*(C) against the optima's compute in the fit's definition (None for "total",
+        where they are `tokens_law`, `params_law`, or with fewer than two usable buckets)."""
+        u = self.used
+        if self.compute == "total" or len(u) < 2:
+            return None
+        C = [b.optimal_compute for b in u]
+        return fit_power_law(C, [b.optimal_tokens for b in u]), fit_power_law(C, [b.optimal_params for b in u])
+
+    def off_centre(self) -> list[BucketFit]:
+        """Buckets whose optimum lies outside their runs' token range (vertex extrapolated)."""
+        return [b for b in self.buckets if b.usable and (FLAG_ABOVE in b.flags or FLAG_BELOW in b.flags)]
+
+    def explain_off_centre(self) -> str:
+        """'the optima of budgets 2e+11, 4e+11 lie beyond the narrowest width (…)' or ''."""
+        edge = self.off_centre()
+        if not edge:
+            return ""
+        parts = []
+        for flag, side in ((FLAG_ABOVE, "narrowest"), (FLAG_BELOW, "widest")):
+            bs = [b for b in edge if flag in b.flags]
+            if bs:
+                parts.append(f"budget{'s' if len(bs) > 1 else ''} {', '.join(f'{b.flops:.3g}' for b in bs)} "
+                             f"{'have their' if len(bs) > 1 else 'has its'} optimum beyond the {side} width "
+                             f"({'smaller' if side == 'narrowest' else 'larger'} models than any run)")
+        return "the IsoFLOP optima sit at the edge of the width range: " + "; ".join(parts)
 
     def predict(self, C) -> tuple[np.ndarray, np.ndarray]:
         """Compute-optimal (N*, D*) at C from the allocation laws."""
@@ -354,32 +401,55 @@ class IsoFlopFit:
         if self.tokens_law is not None:
             alloc = {"tokens": self.tokens_law.to_dict(), "params": self.params_law.to_dict(),
                      "sum_of_exponents": self.tokens_law.alpha + self.params_law.alpha}
-        return {"metric": self.metric,
+        d = {"metric": self.metric, "compute": self.compute,
                 "buckets": [b.to_dict() for b in self.buckets if b.usable],
                 "skipped": [b.to_dict() for b in self.buckets if not b.usable],
                 "allocation": alloc, "excluded_runs": dict(self.excluded),
                 "flagged_buckets_excluded": self.excluded_flagged}
+        laws = self.allocation_in_compute()
+        if laws is not None:
+            d["allocation_compute"] = {"tokens": laws[0].to_dict(), "params": laws[1].to_dict(),
+                                       "sum_of_exponents": laws[0].alpha + laws[1].alpha}
+        return d
 
 
 def fit_isoflop(table, metric: str = "loss", *, huber_delta: float | None = None,
-                exclude_flagged: bool = False) -> IsoFlopFit:
+                exclude_flagged: bool = False, compute: str = "total") -> IsoFlopFit:
     """Fit every compute bucket of a runs table (see `runs_table.load_runs_table`).
 
     A DataFrame that did not come from `load_runs_table` with this metric is validated here the
     same way (non-completed runs dropped, bad values reported by row and column).
+
+    compute: the definition of each optimum's compute (`delphi.fit.compute`). Buckets are always
+    the planned budgets (total FLOPs: every run of a bucket has the same one, while under another
+    definition their compute differs with their shape) and the allocation laws `tokens_law`,
+    `params_law` stay in those planned budgets, which is what the recipe plans held-out runs
+    with. Each optimum's `optimal_compute` is the optimal shape's compute at D* in the chosen
+    definition; the loss law is fitted against it (`optima()["compute"]`).
     """
+    from delphi.fit.compute import check_definition, table_compute
     from delphi.fit.runs_table import validate_table
 
+    check_definition(compute)
     if getattr(table, "attrs", {}).get("metric") != metric:
         table = validate_table(table, metric=metric, where="isoflop")
     budget = table["budget"].to_numpy(dtype=float) if "budget" in table.columns else None
     labels = bucket_flops(table["flops"].to_numpy(dtype=float), budget)
     keys = np.array([float(f"{k:.6g}") for k in labels])  # group across float noise in declared budgets
+    run_c = None if compute == "total" else table_compute(table, compute, where=table.attrs.get("source", "isoflop"))
+    widths = None
+    if "hidden_size" in table.columns:
+        import pandas as pd
+
+        w = pd.to_numeric(table["hidden_size"], errors="coerce").to_numpy(dtype=float)
+        widths = w if np.all(np.isfinite(w)) else None
     buckets = []
     for k in np.unique(keys):
         sel = keys == k
         buckets.append(fit_bucket(float(labels[sel][0]), table["tokens"].to_numpy(float)[sel], table["params"].to_numpy(float)[sel],
-                                  table[metric].to_numpy(float)[sel], huber_delta))
+                                  table[metric].to_numpy(float)[sel], huber_delta,
+                                  compute=None if run_c is None else run_c[sel],
+                                  widths=None if widths is None else widths[sel]))
     used = [b for b in buckets if b.usable and not (exclude_flagged and b.flags)]
     tl = pl = None
     if len(used) >= 2:
@@ -387,4 +457,26 @@ def fit_isoflop(table, metric: str = "loss", *, huber_delta: float | None = None
         tl = fit_power_law(C, [b.optimal_tokens for b in used])
         pl = fit_power_law(C, [b.optimal_params for b in used])
     return IsoFlopFit(metric=metric, buckets=tuple(buckets), tokens_law=tl, params_law=pl,
-                      excluded=dict(getattr(table, "attrs", {}).get("excluded", {})), excluded_flagged=exclude_flagged)
+                      excluded=dict(getattr(table, "attrs", {}).get("excluded", {})), excluded_flagged=exclude_flagged,
+                      compute=compute)
+
+
+def fit_law_on_optima(iso: IsoFlopFit, *, bootstrap: int = 2000, seed: int = 0, confidence: float = 0.95,
+                      asymptote: bool = True, vertex_resamples: bool = True):
+    """The loss law through `iso`'s optima (against their compute in `iso.compute`), with each
+    bucket's runs resampled into the interval. When the law cannot be fitted and some vertices
+    are off-centre, the error says so: an off-centre grid, not the metric, is then the cause."""
+    from delphi.fit.loss_law import fit_loss_law
+
+    opt = iso.optima()
+    try:
+        vert = iso.bootstrap_optima(bootstrap, seed) if bootstrap and vertex_resamples and len(opt["loss"]) else None
+        return fit_loss_law(opt["compute"], opt["loss"], bootstrap=bootstrap, seed=seed, confidence=confidence,
+                            asymptote=asymptote, optima_resamples=vert)
+    except DelphiError as e:
+        why = iso.explain_off_centre()
+        if not why:
+            raise
+        raise DelphiError(f"loss law: not fitted because {why}. Those vertices are extrapolated past the grid, so "
+                          "the optima do not follow a law; re-centre the widths at those budgets "
+                          f"(`delphi fit isoflop` lists each bucket). [the fit said: {e}]") from None

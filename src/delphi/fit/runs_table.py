@@ -57,6 +57,17 @@ def _flat_items(d: dict, prefix: str):
             yield key, v
 
 
+def _run_shape(path: Path) -> dict:
+    """The model shape of a run's run.json beside its summary (for compute definitions other than
+    total FLOPs, `delphi.fit.compute`); {} when there is none."""
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    shape = d.get("shape") if isinstance(d, dict) else None
+    return {k: v for k, v in shape.items() if not isinstance(v, (dict, list))} if isinstance(shape, dict) else {}
+
+
 def _read_json_file(p: Path, what: str):
     try:
         return json.loads(p.read_text())
@@ -83,6 +94,7 @@ def read_table(path) -> "pandas.DataFrame":  # noqa: F821
             if not isinstance(d, dict):
                 raise DelphiError(f"runs table: {f} must hold a JSON object, not {type(d).__name__}")
             row = flatten_summary(d)
+            row.update({k: v for k, v in _run_shape(f.parent / "run.json").items() if k not in row})
             row["source"] = str(f.relative_to(p))
             rows.append(row)
         return pd.DataFrame(rows)

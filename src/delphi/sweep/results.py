@@ -8,6 +8,16 @@ from pathlib import Path
 BASE_COLUMNS = ["name", "role", "status", "reason", "budget", "flops", "params", "tokens", "hidden_size",
                 "num_layers", "batch_size", "train_steps", "learning_rate", "seed", "loss", "bpb",
                 "final_train_loss", "wall_time_s", "tokens_per_s"]
+# The rest of each run's shape (from its run.json): the compute definitions other than total FLOPs
+# (`delphi.fit.compute`) need the vocabulary and sequence length.
+SHAPE_COLUMNS = ["vocab_size", "seq_len", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
+                 "tie_embeddings"]
+
+
+def shape_row(run_json: dict) -> dict:
+    """The SHAPE_COLUMNS of a run.json (empty when it has no shape)."""
+    shape = run_json.get("shape") if isinstance(run_json, dict) else None
+    return {k: shape[k] for k in SHAPE_COLUMNS if k in shape} if isinstance(shape, dict) else {}
 
 
 def summary_row(summary: dict) -> dict:
@@ -26,14 +36,20 @@ def collect(runs_dir: str | Path):
     rows = []
     for path in sorted(Path(runs_dir).glob("*/summary.json")):
         try:
-            rows.append(summary_row(json.loads(path.read_text())))
+            row = summary_row(json.loads(path.read_text()))
         except (OSError, json.JSONDecodeError):
             continue  # a summary being written right now; the next collect sees it
+        try:
+            row.update(shape_row(json.loads((path.parent / "run.json").read_text())))
+        except (OSError, json.JSONDecodeError):
+            pass  # no run.json (a copied summary): the shape columns stay empty
+        rows.append(row)
     df = pd.DataFrame(rows, columns=None)
     if df.empty:
         return pd.DataFrame(columns=BASE_COLUMNS)
-    extra = sorted(c for c in df.columns if c not in BASE_COLUMNS)
-    df = df[[c for c in BASE_COLUMNS if c in df.columns] + extra]
+    known = BASE_COLUMNS + SHAPE_COLUMNS
+    extra = sorted(c for c in df.columns if c not in known)
+    df = df[[c for c in known if c in df.columns] + extra]
     return df.sort_values(["role", "budget", "params"], kind="stable").reset_index(drop=True)
 
 
