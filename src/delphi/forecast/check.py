@@ -34,7 +34,9 @@ def check_suite(suite_dir: str | Path) -> dict[str, Any]:
         row = {**{k: f[k] for k in ("run", "seed", "budget", "flops", "extrapolation", "metric")},
                "forecast": f["loss"], "ci_low": f["ci_low"], "ci_high": f["ci_high"], "loo_min": f["loo_min"],
                "loo_max": f["loo_max"], "ledger_entry": entry["hash"], "registered_at": entry["timestamp"],
-               "actual": None, "residual_pct": None, "inside": None}
+               "actual": None, "residual_pct": None, "inside": None,
+               # the fit-health verdict registered with the forecast (None for entries from before the gate)
+               "fit_health": entry.get("health"), "compute_definition": f.get("compute_definition", "total")}
         row["status"] = _score(suite_dir / "runs" / name, entry, row, verified.ok)
         results.append(row)
     return {"ledger_ok": verified.ok, "ledger_problems": list(verified.problems), "results": results,
@@ -108,4 +110,22 @@ def format_check(result: dict[str, Any]) -> str:
     for sp in result.get("seed_spread", []):
         lines.append(f"seed spread at {sp['budget']:.3g} FLOPs: {sp['seeds']} seeds, mean {sp['mean']:.4f}, "
                      f"range {sp['range_pct']:.2f}%, std {sp['std_pct']:.2f}% of the mean")
+    lines += health_warning_lines(result["results"])
     return "\n".join(lines)
+
+
+def health_warning_lines(results: list[dict[str, Any]]) -> list[str]:
+    """The fit-health warnings registered with the forecasts, once per distinct verdict."""
+    from delphi.fit.health import health_lines
+
+    out, seen = [], []
+    for r in results:
+        h = r.get("fit_health")
+        if not h or h.get("status") != "warn" or h in seen:
+            continue
+        seen.append(h)
+        runs = [x["run"] for x in results if x.get("fit_health") == h]
+        out.append(f"forecast{'s' if len(runs) > 1 else ''} registered with fit-health warnings "
+                   f"({', '.join(runs)}):")
+        out += ["  " + x for x in health_lines(h)[1:]]
+    return out

@@ -66,6 +66,29 @@ def _headline(suite: Suite, view) -> list:
     return blocks
 
 
+def _health_blocks(suite: Suite, table: bool = False) -> list:
+    """The fit-health verdict fit.json records (`delphi.fit.health`): a note in the summary, the
+    table of checks next to the loss law."""
+    h = (suite.fit or {}).get("health") if isinstance(suite.fit, dict) else None
+    if not isinstance(h, dict):
+        return []
+    if table:
+        checks = h.get("checks") or []
+        rows = [[str(c.get("name", "")), str(c.get("status", "")), str(c.get("summary", "")),
+                 str(c.get("advice") or "–")] for c in checks]
+        cls = ["bad" if c.get("status") == "warn" else "" for c in checks]
+        return [Table(["check", "status", "measured", "what to change"], rows, row_class=cls,
+                      caption="Fit-health checks run before the forecast was registered (thresholds in "
+                              "docs/fit.md). A warning does not stop pre-registration; it is recorded with the "
+                              "forecast in the ledger.")] if rows else []
+    if h.get("status") != "warn":
+        return [Note("Fit health: every check passed (vertices bracketed, fit range, slope stability, "
+                     "leave-one-out spread, backtest).", "ok")]
+    warns = "; ".join(str(w) for w in h.get("warnings") or [])
+    advice = " ".join(f"To change: {a}." for a in h.get("advice") or [])
+    return [Note(f"Fit health WARNS — the forecast was registered regardless: {warns}. {advice}".strip(), "warn")]
+
+
 def _missing_notes(suite: Suite, view) -> list:
     notes = list(suite.notes) + list(view.notes)
     t = suite.table
@@ -372,7 +395,8 @@ def build_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> di
     sections.append(("suite", "Suite specification"))
     blocks.append(Bullets([f"[{label}](#{key})" for key, label in sections]))
 
-    blocks += [Heading("Summary", 2, "headline")] + _headline(suite, view) + _missing_notes(suite, view)
+    blocks += [Heading("Summary", 2, "headline")] + _headline(suite, view) + _health_blocks(suite) \
+        + _missing_notes(suite, view)
 
     # (1) IsoFLOP
     blocks.append(Heading("IsoFLOP curves", 2, "isoflop"))
@@ -424,6 +448,13 @@ def build_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> di
         if extra.get("E_at_upper_bound"):
             blocks.append(Note("the fitted asymptote E reached its upper bound (the smallest optimum's loss): the law "
                                "is flat at the data and its extrapolation is poorly identified", "warn"))
+    compute = (suite.fit or {}).get("compute") if isinstance(suite.fit, dict) else None
+    if compute and compute != "total":
+        from delphi.fit.compute import DESCRIPTION
+
+        blocks.append(Para(f"C on this law's axis is `{compute}` compute ({DESCRIPTION.get(compute, compute)}), "
+                           "at each budget's optimal shape; budgets and extrapolation factors stay in total FLOPs."))
+    blocks += _health_blocks(suite, table=True)
 
     # (4) residuals
     blocks.append(Heading("Residuals", 2, "residuals"))

@@ -11,6 +11,7 @@ their checkpoints, forecasts already registered for the same fit are not registe
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,10 @@ def run_suite(suite: SuiteSpec, *, retry_failed: bool = False, progress: bool = 
     grid = suite.grid_specs()
     _say(progress, f"[bold]grid[/]: {len(grid)} runs over budgets "
                    f"{', '.join(f'{b:.1e}' for b in suite.fit_budgets)} FLOPs")
-    outcomes = execute(grid, runs_dir, label="IsoFLOP grid", **run_kw)
+    # Each budget's vertex is checked as soon as its runs finish, so an off-centre grid shows
+    # while the rest of it trains rather than after it.
+    with BudgetWatch(grid, runs_dir, suite.fit_metric, progress):
+        outcomes = execute(grid, runs_dir, label="IsoFLOP grid", **run_kw)
     bad = [o for o in outcomes if o.status not in ("completed",)]
     for o in bad:
         _say(progress, f"[yellow]excluded from the fit[/]: {o.name} ({o.status}: {o.reason})")
@@ -94,35 +98,147 @@ def run_suite(suite: SuiteSpec, *, retry_failed: bool = False, progress: bool = 
     return SuiteResult(d, check, rep)
 
 
+FINISHED = ("completed", "diverged", "failed")
+
+
+def budget_lines(groups: dict[float, list], runs_dir: Path, metric: str, reported: set[float]) -> list[str]:
+    """One line (`delphi.fit.health.bucket_line`) for each budget of `groups` ({budget: its
+    RunSpecs}) not yet in `reported` whose runs have all finished; adds those budgets to it."""
+    import math
+
+    from delphi.fit.health import bucket_line
+    from delphi.fit.isoflop import fit_bucket
+    from delphi.fit.runs_table import flatten_summary
+
+    lines = []
+    for budget, specs in groups.items():
+        if budget in reported:
+            continue
+        rows = []
+        for spec in specs:
+            try:
+                summary = json.loads((runs_dir / spec.name / "summary.json").read_text())
+            except (OSError, json.JSONDecodeError):
+                break  # not finished (or being written): look again later
+            if summary.get("status") not in FINISHED:
+                break
+            rows.append(flatten_summary(summary))
+        else:
+            reported.add(budget)
+            ok = [r for r in rows if r.get("status") == "completed"
+                  and all(isinstance(r.get(k), (int, float)) and math.isfinite(r[k]) and r[k] > 0
+                          for k in ("tokens", "params", metric))]
+            widths = [r.get("hidden_size") for r in ok]
+            b = fit_bucket(budget, [r["tokens"] for r in ok], [r["params"] for r in ok], [r[metric] for r in ok],
+                           widths=widths if all(isinstance(w, (int, float)) for w in widths) else None)
+            line = bucket_line(b)
+            if len(ok) < len(rows):
+                line += f" ({len(rows) - len(ok)} of {len(rows)} runs did not complete)"
+            lines.append(line)
+    return lines
+
+
+class BudgetWatch:
+    """While the grid trains, report each budget's vertex once all its runs have finished
+    (a thread polling the run directories; the executor itself is unchanged)."""
+
+    def __init__(self, grid, runs_dir: Path, metric: str, progress: bool, interval_s: float = 2.0):
+        self.groups: dict[float, list] = {}
+        for spec in grid:
+            self.groups.setdefault(float(spec.budget or spec.flops), []).append(spec)
+        self.runs_dir, self.metric, self.progress, self.interval_s = runs_dir, metric, progress, interval_s
+        self.reported: set[float] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="budget-watch", daemon=True)
+
+    def poll(self) -> None:
+        from rich.markup import escape
+
+        try:
+            lines = budget_lines(self.groups, self.runs_dir, self.metric, self.reported)
+        except Exception as e:  # noqa: BLE001 - a report must never stop the sweep
+            lines = [f"budget check skipped: {e}"]
+        for line in lines:
+            ok = "optimum bracketed" in line
+            _say(self.progress, f"[{'green' if ok else 'yellow'}]grid[/]: {escape(line)}")
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.poll()
+
+    def __enter__(self):
+        if self.progress:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._thread.is_alive():
+            self._stop.set()
+            self._thread.join()
+            if exc[0] is None:
+                self.poll()  # budgets that finished since the last look
+        return False
+
+
 def fit_suite(suite: SuiteSpec, runs_csv: Path) -> dict[str, Any]:
-    """IsoFLOP optima + allocation law + loss law on the grid's runs table."""
-    from delphi.fit.isoflop import fit_isoflop
-    from delphi.fit.loss_law import fit_loss_law
+    """IsoFLOP optima + allocation law + loss law on the grid's runs table, and the fit's health
+    (`delphi.fit.health`), in the suite's compute definition."""
+    from delphi.fit.health import fit_health
+    from delphi.fit.isoflop import fit_isoflop, fit_law_on_optima
     from delphi.fit.runs_table import load_runs_table
 
     table = load_runs_table(runs_csv, metric=suite.fit_metric)
-    iso = fit_isoflop(table, metric=suite.fit_metric)
+    iso = fit_isoflop(table, metric=suite.fit_metric, compute=suite.fit_compute)
     optima = iso.optima()
     if len(optima["flops"]) < 3:
+        why = iso.explain_off_centre()
         raise DelphiError(f"only {len(optima['flops'])} IsoFLOP bucket(s) gave an optimum; the loss law needs 3 "
-                          "(see fit.json for each bucket's reason; widen the grid or fix failed runs)")
+                          + (f"({why}; re-centre the widths there)" if why else
+                             "(see fit.json for each bucket's reason; widen the grid or fix failed runs)"))
     # The vertices' own uncertainty (each bucket's runs resampled) enters the law's interval.
-    vert = iso.bootstrap_optima(suite.bootstrap, suite.fit_seed) if suite.bootstrap else None
-    law = fit_loss_law(optima["flops"], optima["loss"], bootstrap=suite.bootstrap, seed=suite.fit_seed,
-                       optima_resamples=vert)
+    law = fit_law_on_optima(iso, bootstrap=suite.bootstrap, seed=suite.fit_seed)
     settings = {"metric": suite.fit_metric, "bootstrap": suite.bootstrap, "seed": suite.fit_seed,
+                "compute": suite.fit_compute,
                 "interval": "prediction; runs resampled within buckets + parametric bootstrap of the law"}
-    record = {"metric": suite.fit_metric, "isoflop": iso.to_dict(), "loss_law": law.to_dict(),
-              "runs_table_sha256": sha256_file(runs_csv), "settings": settings}
+    target, factor = heldout_target(suite, iso)
+    health = fit_health(iso, law, table=table, metric=suite.fit_metric, target_compute=target, factor=factor,
+                        bootstrap=suite.bootstrap, seed=suite.fit_seed)
+    record = {"metric": suite.fit_metric, "compute": suite.fit_compute, "isoflop": iso.to_dict(),
+              "loss_law": law.to_dict(), "runs_table_sha256": sha256_file(runs_csv), "settings": settings,
+              "health": health.to_dict()}
     return {"iso": iso, "law": law, "record": record, "settings": settings,
-            "largest_budget": max(suite.fit_budgets)}
+            "largest_budget": max(suite.fit_budgets), "health": health}
+
+
+def heldout_target(suite: SuiteSpec, iso) -> tuple[float | None, float | None]:
+    """(compute in the fit's definition, factor past the largest fitted budget) of the largest
+    held-out run the allocation law chooses; (None, None) without an allocation law."""
+    from delphi.fit.compute import shape_compute
+
+    if iso.tokens_law is None or not suite.heldout_budgets:
+        return None, None
+    try:
+        cand = suite.recipe.heldout(max(suite.heldout_budgets), iso.tokens_law.A, iso.tokens_law.alpha,
+                                    suite.heldout_batch_size)
+    except DelphiError:
+        return None, None
+    return shape_compute(cand.shape, cand.tokens, suite.fit_compute), cand.flops / max(suite.fit_budgets)
 
 
 def _fit_summary(fit: dict[str, Any]) -> str:
+    from rich.markup import escape
+
+    from delphi.fit.health import health_lines
+
     law = fit["law"].to_dict()
     alloc = fit["record"]["isoflop"]["allocation"]["tokens"]
-    return (f"[bold]fit[/]: L*(C) = {law['E']:.4f} + {law['A']:.4g}·C^-{law['alpha']:.4f};  "
-            f"D*(C) = {alloc['A']:.4g}·C^{alloc['alpha']:.4f}")
+    compute = fit["record"].get("compute", "total")
+    head = (f"[bold]fit[/]: L*(C) = {law['E']:.4f} + {law['A']:.4g}·C^-{law['alpha']:.4f}"
+            + (f" (C: {compute} compute)" if compute != "total" else "")
+            + f";  D*(C) = {alloc['A']:.4g}·C^{alloc['alpha']:.4f}")
+    health = fit["record"].get("health") or {}
+    colour = "yellow" if health.get("status") == "warn" else "green"
+    return "\n".join([head] + [f"[{colour}]{escape(x)}[/]" for x in health_lines(health)])
 
 
 def register_heldout(suite: SuiteSpec, d: Path, fit: dict[str, Any], progress: bool):
@@ -143,12 +259,15 @@ def register_heldout(suite: SuiteSpec, d: Path, fit: dict[str, Any], progress: b
             spec = suite.run_spec(cand, seed=seed, role="heldout", name=suite.heldout_name(cand, seed))
             prior = existing.get(spec.name)
             started = (d / "runs" / spec.name / "started.json").exists()
-            if prior and (prior["runs_table_sha256"] == sha and prior["run_spec"] == spec.to_dict() or started):
+            same_compute = (prior or {}).get("fit_settings", {}).get("compute", "total") == suite.fit_compute
+            if prior and (prior["runs_table_sha256"] == sha and prior["run_spec"] == spec.to_dict() and same_compute
+                          or started):
                 entry = prior  # already registered (or already running under an earlier forecast)
             else:
-                fc = make_forecast(spec, fit["law"], metric=suite.fit_metric, largest_fit_budget=fit["largest_budget"])
+                fc = make_forecast(spec, fit["law"], metric=suite.fit_metric, largest_fit_budget=fit["largest_budget"],
+                                   compute=suite.fit_compute)
                 entry = register(ledger, fc, spec, runs_table_sha256=sha, fit_settings=fit["settings"],
-                                 suite=suite.name)
+                                 suite=suite.name, health=fit["record"].get("health"))
                 f = entry["forecast"]
                 _say(progress, f"[bold]registered[/] {spec.name}: {f['metric']} {f['loss']:.4f} "
                                f"[{f['ci_low']:.4f}, {f['ci_high']:.4f}] at {f['flops']:.2e} FLOPs "

@@ -11,7 +11,7 @@ before any work starts; unknown keys and impossible values are user errors namin
     [eval]      every (steps), windows_per_domain, downstream (task names; empty = off),
                 limit (items per task), pool + soft + floor (two-step downstream forecast)
     [train]     precision, compile, checkpoint_every, checkpoint_every_minutes
-    [fit]       metric, bootstrap, seed
+    [fit]       metric, bootstrap, seed, compute (total | non-embedding | deepseek-m)
     [executor]  kind = "local" | "ray", workers, threads_per_worker, address, cpus_per_run, gpus_per_run
 """
 
@@ -68,6 +68,7 @@ class SuiteSpec:
     fit_metric: str = "loss"
     bootstrap: int = 2000
     fit_seed: int = 0
+    fit_compute: str = "total"  # compute definition of the loss law's C (`delphi.fit.compute`)
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
     source: str = ""  # the TOML text the suite was read from (kept with the results)
 
@@ -109,7 +110,7 @@ _SECTIONS = {
     "data": {f.name for f in dataclasses.fields(DataSpec)},
     "eval": {"every", "windows_per_domain", "downstream", "limit", "pool", "soft", "floor"},
     "train": {"precision", "compile", "checkpoint_every", "checkpoint_every_minutes"},
-    "fit": {"metric", "bootstrap", "seed"},
+    "fit": {"metric", "bootstrap", "seed", "compute"},
     "executor": {f.name for f in dataclasses.fields(ExecutorSettings)},
 }
 
@@ -196,6 +197,7 @@ def parse_suite(text: str, *, where: str = "suite", out_dir: str | None = None) 
         fit_metric=_str(fi.get("metric", "loss"), where, "fit.metric"),
         bootstrap=_int(fi.get("bootstrap", 2000), where, "fit.bootstrap", lo=0),
         fit_seed=_int(fi.get("seed", 0), where, "fit.seed"), executor=executor, source=text,
+        fit_compute=_compute(fi.get("compute", "total"), where),
     )
     if spec.downstream_tasks:
         from delphi.eval import parse_tasks
@@ -243,6 +245,14 @@ def _budgets(value: Any, where: str, key: str) -> tuple[float, ...]:
             raise DelphiError(f"{where}: {key} entry {v!r} must be a positive number of FLOPs")
         out.append(b)
     return tuple(out)
+
+
+def _compute(v: Any, where: str) -> str:
+    from delphi.fit.compute import DEFINITIONS
+
+    if v not in DEFINITIONS:
+        raise DelphiError(f"{where}: fit.compute must be one of {', '.join(DEFINITIONS)}, got {v!r}")
+    return v
 
 
 def _int(v: Any, where: str, key: str, lo: int = 0) -> int:
