@@ -229,3 +229,20 @@ def test_suite_compute_key_is_checked(tmp_path):
     bad = preset_text("tiny").replace('seed = 0\n\n[executor]', 'seed = 0\ncompute = "flops"\n\n[executor]')
     with pytest.raises(DelphiError, match="fit.compute must be one of total, non-embedding, deepseek-m"):
         parse_suite(bad)
+
+
+def test_report_shows_the_verdict_and_the_checks(tmp_path):
+    from delphi.report import build_report
+    from delphi.sweep.pipeline import fit_suite
+
+    suite = _suite(tmp_path, "non-embedding")
+    d = tmp_path / "suite"
+    d.mkdir()
+    _grid_table(suite).to_csv(d / "runs.csv", index=False)
+    fit = fit_suite(suite, d / "runs.csv")
+    (d / "fit.json").write_text(json.dumps(fit["record"], indent=2))
+    md = (build_report(d)["markdown"]).read_text()
+    assert "Fit health" in md and "what to change" in md
+    for name in ("bracketing", "range", "slope", "leave-one-out", "backtest"):
+        assert f"| {name} |" in md
+    assert "`non-embedding` compute" in md
