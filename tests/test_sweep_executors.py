@@ -53,3 +53,42 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     again = execute([bad, good], tmp_path / "runs", kind="local", progress=False)
     assert [o.ran for o in again] == [False, False]
     assert again[0].status == "skipped-failed"
+
+
+def test_a_worker_killed_mid_run_fails_that_run_only(tmp_path):
+    """The local executor's long-lived worker dies (SIGKILL, as the OOM killer would) during the
+    first run: that run is recorded as failed, a new worker trains the next one, and a re-run with
+    retry resumes the killed run from its checkpoint."""
+    import os
+    import signal
+    import threading
+    import time
+
+    first, second = _specs()
+    runs = tmp_path / "runs"
+    killed = []
+
+    def kill_when_training():
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            if (runs / first.name / "metrics.jsonl").exists():
+                for pid in os.listdir("/proc"):
+                    try:
+                        cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+                    except OSError:
+                        continue
+                    if b"delphi.sweep.worker" in cmd and b"--serve" in cmd and str(runs).encode() not in cmd:
+                        os.kill(int(pid), signal.SIGKILL)
+                        killed.append(int(pid))
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=kill_when_training)
+    t.start()
+    out = execute([first, second], runs, kind="local", progress=False)
+    t.join()
+    assert killed, "no serve worker was found to kill"
+    assert [o.status for o in out] == ["failed", "completed"]
+    assert "exited with code" in read_summary(runs / first.name)["reason"]
+    again = execute([first, second], runs, kind="local", progress=False, retry_failed=True)
+    assert [o.status for o in again] == ["completed", "completed"] and [o.ran for o in again] == [True, False]

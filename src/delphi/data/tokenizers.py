@@ -192,7 +192,17 @@ class TiktokenBPE(Tokenizer):
         return self._enc.decode_single_token_bytes(token_id)
 
     def hf_tokenizer(self):
-        return tiktoken_to_hf(self._ranks, self._pattern, self.special_tokens)
+        # The conversion imports transformers and walks every merge (seconds); a worker that
+        # exports many runs with one tokenizer converts it once (keyed by the definition's hash).
+        from tokenizers import Tokenizer as TokenizersTokenizer
+
+        key = (self.fingerprint, self.name)
+        if key not in _HF_CONVERTED:
+            _HF_CONVERTED[key] = tiktoken_to_hf(self._ranks, self._pattern, self.special_tokens).to_str()
+        return TokenizersTokenizer.from_str(_HF_CONVERTED[key])
+
+
+_HF_CONVERTED: dict[tuple[str, str], str] = {}  # (fingerprint, name) -> tokenizer.json text
 
 
 def tiktoken_to_hf(ranks: dict[bytes, int], pattern: str, specials: dict[str, int]):

@@ -9,14 +9,18 @@ after a crash or a SIGKILL does only the unfinished work:
 * anything else (never started, killed)   → (re)started; the trainer resumes from its newest
                                             valid checkpoint.
 
-`local` runs up to `workers` subprocesses on this machine; `ray` submits each run as a Ray task
-with declared CPU/GPU resources. Both start `python -m delphi.sweep.worker RUN_DIR`.
+`local` trains on up to `workers` long-lived worker processes on this machine (`python -m
+delphi.sweep.worker --serve`, one run at a time each, so imports are paid once per worker, not
+once per run); `ray` submits each run as a Ray task with declared CPU/GPU resources, which starts
+`python -m delphi.sweep.worker RUN_DIR`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -86,8 +90,9 @@ def _pdeathsig():  # runs in the child before exec: die when the parent dies
         pass
 
 
-def worker_command(run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "delphi.sweep.worker", str(run_dir)]
+def worker_command(run_dir: Path | None) -> list[str]:
+    """One run (`run_dir`), or a long-lived worker that reads run directories on stdin (None)."""
+    return [sys.executable, "-m", "delphi.sweep.worker", str(run_dir) if run_dir is not None else "--serve"]
 
 
 def worker_env(threads: int) -> dict[str, str]:
@@ -148,38 +153,69 @@ def execute(specs: Sequence[RunSpec], runs_dir: Path, *, kind: str = "local", wo
     return [outcomes[s.name] for s in specs]
 
 
+class _ServeWorker:
+    """A long-lived `python -m delphi.sweep.worker --serve` process that trains one run at a time."""
+
+    def __init__(self, threads: int, first_run_dir: Path):
+        # Until its first run redirects them, the worker's stderr (an import failure, say) goes to
+        # the first run's worker.log, as a one-run process's would.
+        with open(first_run_dir / "worker.log", "ab") as err:
+            self.proc = subprocess.Popen(worker_command(None), env=worker_env(threads), stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=err, preexec_fn=_pdeathsig)
+        self.job: tuple[int, Path] | None = None
+
+    def send(self, i: int, run_dir: Path) -> None:
+        self.job = (i, run_dir)
+        self.proc.stdin.write(f"{run_dir}\n".encode())
+        self.proc.stdin.flush()
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()  # end of input: an idle worker exits
+
+
 def _run_local(todo: list[RunSpec], runs_dir: Path, workers: int, threads: int, monitor: "SweepMonitor"):
-    pending = list(enumerate(todo))
-    running: dict[int, tuple[subprocess.Popen, Path]] = {}
+    """Train `todo` on up to `workers` long-lived worker processes. With several workers the
+    longest runs start first, so the sweep does not end waiting on one straggler."""
+    order = sorted(range(len(todo)), key=lambda i: -todo[i].flops) if workers > 1 else list(range(len(todo)))
+    pending = [(i, todo[i]) for i in order]
+    idle: list[_ServeWorker] = []
+    busy: dict[int, _ServeWorker] = {}  # stdout fd -> worker
     results: list[tuple[int, str]] = [(0, "")] * len(todo)
     try:
-        while pending or running:
-            while pending and len(running) < workers:
+        while pending or busy:
+            while pending and len(busy) < workers:
                 i, spec = pending.pop(0)
                 run_dir = runs_dir / spec.name
-                err = open(run_dir / "worker.log", "ab")
-                proc = subprocess.Popen(worker_command(run_dir), env=worker_env(threads), stdout=err,
-                                        stderr=subprocess.STDOUT, preexec_fn=_pdeathsig)
-                err.close()
-                running[i] = (proc, run_dir)
+                w = idle.pop() if idle else _ServeWorker(threads, run_dir)
+                w.send(i, run_dir)
+                busy[w.proc.stdout.fileno()] = w
                 monitor.started(spec.name)
-            for i, (proc, run_dir) in list(running.items()):
-                rc = proc.poll()
-                if rc is not None:
-                    tail = _tail(run_dir / "worker.log") if rc else ""
-                    results[i] = (rc, tail)
-                    del running[i]
-                    monitor.finished(todo[i].name)
+            ready, _, _ = select.select(list(busy), [], [], 0.25)
+            for fd in ready:
+                w = busy.pop(fd)
+                i, run_dir = w.job
+                line = w.proc.stdout.readline()
+                try:
+                    answer = json.loads(line)
+                    results[i] = (int(answer["rc"]), str(answer.get("reason") or "") if answer["rc"] else "")
+                    idle.append(w)
+                except (ValueError, KeyError, TypeError):  # the worker died mid-run (killed, out of memory)
+                    rc = w.proc.wait()
+                    results[i] = (rc or 1, _tail(run_dir / "worker.log"))
+                w.job = None
+                monitor.finished(todo[i].name)
             monitor.refresh()
-            time.sleep(0.25)
     finally:
-        for proc, _ in running.values():  # interrupted: stop the children; their checkpoints remain
-            proc.send_signal(signal.SIGTERM)
-        for proc, _ in running.values():
+        for w in idle:
+            w.stop()
+        for w in busy.values():  # interrupted: stop the running ones; their checkpoints remain
+            w.proc.send_signal(signal.SIGTERM)
+        for w in [*idle, *busy.values()]:
             try:
-                proc.wait(timeout=30)
+                w.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                w.proc.kill()
     return results
 
 
