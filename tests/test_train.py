@@ -234,6 +234,11 @@ def test_summary_records_the_hardware(finished_run):
     assert hw["device"] == "cpu" and hw["isa"] == torch.backends.cpu.get_cpu_capability()
     assert hw["auto_precision"] in ("bf16", "fp32") and hw["peak_flops_per_s"] > 0
     assert s["mfu"] == pytest.approx(s["flops_per_s"] / hw["peak_flops_per_s"])
+    # where the wall time went besides the training steps (this run evaluates every 4 of 10 steps)
+    t = s["time_s"]
+    assert set(t) == {"setup", "first_step", "eval", "checkpoint", "export"}
+    assert all(t[k] > 0 for k in t)
+    assert t["first_step"] <= s["train_time_s"] <= s["wall_time_s"]
 
 
 def test_cli_trains_a_spec_file_and_reports_bad_input(tmp_path, capsys):

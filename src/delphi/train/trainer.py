@@ -395,6 +395,10 @@ class _Trainer:
             torch.set_float32_matmul_precision("high")
         self.flops_per_token = spec.shape.flops_per_token
         self.peak = None
+        # Where this process's wall time went besides training steps (summary.json "time_s"):
+        # setup (data, model, optimizer, checkpoint restore), the first step (compilation when
+        # compiled), evaluation, checkpoints, the HF export.
+        self.timings = {"setup": 0.0, "first_step": 0.0, "eval": 0.0, "checkpoint": 0.0, "export": 0.0}
 
     # -- pieces ---------------------------------------------------------------------------------
     def autocast(self):
@@ -421,6 +425,7 @@ class _Trainer:
                                          compile=self.compiled)
 
     def save(self):
+        t0 = time.perf_counter()
         info, st = self.info, self.state
         payload = {"step": st.step, "model": D.local_state_dict(self.model),
                    "optimizer": self.optimizer.state_dict(), "rng": _rng_state(),
@@ -434,6 +439,7 @@ class _Trainer:
             ckpt.commit(self.ckpt_root, st.step, info.world_size)
         D.barrier(info)
         self.last_save = time.perf_counter()
+        self.timings["checkpoint"] += self.last_save - t0
 
     def restore(self) -> bool:
         found = ckpt.latest_valid(self.ckpt_root, self.info.rank, self.info.world_size)
@@ -454,6 +460,7 @@ class _Trainer:
                 f.write(json.dumps(row, sort_keys=True) + "\n")
 
     def run_eval(self) -> dict:
+        t0 = time.perf_counter()
         was_training = self.model.training
         self.model.eval()
         local_rows = self.spec.batch_size // self.info.world_size
@@ -461,6 +468,7 @@ class _Trainer:
                           autocast=self.autocast, use_doc_ids=self.spec.data.block_cross_document_attention,
                           info=self.info)
         self.model.train(was_training)
+        self.timings["eval"] += time.perf_counter() - t0
         self.state.last_eval = result
         self.log({"kind": "eval", "step": self.state.step, **_clean_eval(result)})
         return result
@@ -468,8 +476,10 @@ class _Trainer:
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> dict:
         spec, info, st = self.spec, self.info, self.state
+        t_setup = time.perf_counter()
         self.build()
         resumed = self.restore()
+        self.timings["setup"] = time.perf_counter() - t_setup
         st = self.state
         if info.is_main:
             _truncate_metrics(self.out / METRICS, st.step if resumed else 0)
@@ -510,6 +520,8 @@ class _Trainer:
                 st.tokens += tokens_per_step
                 dt = time.perf_counter() - t0
                 st.train_time_s += dt
+                if not self.timings["first_step"]:
+                    self.timings["first_step"] = dt
                 win_tokens += tokens_per_step
                 loss_acc += loss
                 loss_n += 1
@@ -554,7 +566,9 @@ class _Trainer:
             return self.write_summary("diverged", f"non-finite final eval loss ({ev['macro_loss']})")
         self._sync_wall()
         self.save()
+        t_export = time.perf_counter()
         self.export()
+        self.timings["export"] = time.perf_counter() - t_export
         return self.write_summary("completed", None)
 
     def _checkpoint_due(self, step: int, log_every: int) -> bool:
@@ -615,6 +629,7 @@ class _Trainer:
             "precision": "bf16" if self.amp_dtype == torch.bfloat16 else "fp32", "compiled": bool(
                 getattr(self, "compiled", False)),
             "world_size": self.info.world_size, "threads": self.threads,
+            "time_s": {k: round(v, 3) for k, v in self.timings.items()},
             "hardware": {**describe_hardware(self.device), "peak_flops_per_s": self.peak},
             "epochs": epochs, "code_version": code_version(), "tags": dict(spec.tags),
         }
