@@ -134,7 +134,9 @@ def execute(specs: Sequence[RunSpec], runs_dir: Path, *, kind: str = "local", wo
             st = s.get("status", "?")
             outcomes[spec.name] = RunOutcome(spec.name, st if st in FINAL_STATES else "skipped-failed",
                                              s.get("reason"), False)
-    threads = threads_per_worker or max(1, (os.cpu_count() or 1) // max(1, workers))
+    # Cores are shared among the workers that will actually run: one held-out run on a 2-worker
+    # suite gets both cores.
+    threads = threads_per_worker or max(1, (os.cpu_count() or 1) // max(1, min(workers, len(todo))))
     monitor = SweepMonitor(specs, runs_dir, done={n for n in outcomes}, enabled=progress, label=label)
     with monitor:
         if kind == "local":
