@@ -116,6 +116,15 @@ def _check_positive(values: list[float], what: str) -> None:
             raise DelphiError(f"{what}: {v!r} must be positive and finite")
 
 
+
+def _check_bootstrap_options(args) -> None:
+    from delphi.errors import DelphiError
+
+    if args.bootstrap < 0:
+        raise DelphiError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    if not 0 < args.confidence < 1:
+        raise DelphiError(f"--confidence must be in (0, 1), got {args.confidence}")
+
 def _jsonable(v):
     """numpy scalars -> Python numbers, non-finite floats -> null (strict JSON for other tools)."""
     import math
@@ -233,7 +242,6 @@ def _load_optima(args):
 
 
 def run_loss_law(args) -> int:
-    import numpy as np
 
     from delphi.errors import DelphiError
     from delphi.fit.loss_law import fit_loss_law
@@ -243,10 +251,7 @@ def run_loss_law(args) -> int:
     _check_positive(targets, "--predict")
     overtrain = _floats(args.overtrain, "--overtrain")
     _check_positive(overtrain, "--overtrain")
-    if args.bootstrap < 0:
-        raise DelphiError(f"--bootstrap must be >= 0, got {args.bootstrap}")
-    if not 0 < args.confidence < 1:
-        raise DelphiError(f"--confidence must be in (0, 1), got {args.confidence}")
+    _check_bootstrap_options(args)
     C, L, iso, table = _load_optima(args)
     if iso is not None:  # from a runs table the vertices' own uncertainty enters the interval too
         from delphi.fit.isoflop import fit_law_on_optima
@@ -315,10 +320,7 @@ def run_backtest(args) -> int:
 
     budgets = _floats(args.budgets, "--budgets")
     _check_positive(budgets, "--budgets")
-    if args.bootstrap < 0:
-        raise DelphiError(f"--bootstrap must be >= 0, got {args.bootstrap}")
-    if not 0 < args.confidence < 1:
-        raise DelphiError(f"--confidence must be in (0, 1), got {args.confidence}")
+    _check_bootstrap_options(args)
     if args.min_budgets < 2:
         raise DelphiError(f"--min-budgets must be at least 2, got {args.min_budgets}")
     raw = adapt_table(read_table(args.runs), args.format, where=args.runs)
