@@ -242,7 +242,6 @@ def _load_optima(args):
 
 
 def run_loss_law(args) -> int:
-
     from delphi.errors import DelphiError
     from delphi.fit.loss_law import fit_loss_law
     from delphi.fit.runs_table import excluded_note
