@@ -153,3 +153,12 @@ def test_fit_does_not_import_torch(runs_csv):
             "assert rc == 0; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code, str(runs_csv)], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_loss_law_without_predictions(runs_csv, capsys):
+    """No --predict: the law and its table, no prediction rows (and no crash on an empty request)."""
+    code, out, err = run(capsys, "fit", "loss-law", str(runs_csv), "--bootstrap", "100")
+    assert code == 0, err
+    assert "alpha" in out or "α" in out or "C^" in out
+    code, out, _ = run(capsys, "fit", "loss-law", str(runs_csv), "--bootstrap", "100", "--json")
+    assert code == 0 and json.loads(out)["predictions"] == []

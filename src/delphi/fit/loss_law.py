@@ -180,6 +180,8 @@ class LossLaw:
     def predictions(self, C) -> list[dict]:
         """Rows {"flops", "loss", "ci_low", "ci_high", "loo_min", "loo_max"} (None where unavailable)."""
         C = np.atleast_1d(np.asarray(C, dtype=float))
+        if C.size == 0:  # nothing asked (e.g. `delphi fit loss-law` without --predict)
+            return []
         pred = self.predict(C)
         lo = hi = mn = mx = [None] * len(C)
         if self.bootstrap_params is not None:
