@@ -197,7 +197,7 @@ def test_precision_and_compile_resolution(monkeypatch):
     assert resolve_precision("fp32", "cpu") is None
     assert resolve_precision("bf16", "cpu") == torch.bfloat16
     monkeypatch.delenv("DELPHI_CPU_BF16", raising=False)
-    from delphi.train.trainer import cpu_has_fast_bf16
+    from delphi.train.hardware import cpu_has_fast_bf16
 
     assert resolve_precision("auto", "cpu") == (torch.bfloat16 if cpu_has_fast_bf16() else None)
     monkeypatch.setenv("DELPHI_CPU_BF16", "0")

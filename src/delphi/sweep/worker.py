@@ -45,9 +45,9 @@ def serve(stdin=None) -> int:
     stdin = stdin or sys.stdin
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     for line in stdin:
-        run_dir = Path(line.strip())
         if not line.strip():
             continue
+        run_dir = Path(line.strip())
         sys.stdout.flush()
         sys.stderr.flush()
         with open(run_dir / "worker.log", "ab") as log:

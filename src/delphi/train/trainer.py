@@ -41,8 +41,7 @@ from delphi.errors import DelphiError
 from delphi.optim import WSD, build_optimizer, set_lr
 from delphi.train import checkpoint as ckpt
 from delphi.train import distributed as D
-from delphi.train.hardware import (cpu_has_fast_bf16, describe_hardware,  # noqa: F401
-                                    peak_flops_per_s, resolve_precision)
+from delphi.train.hardware import describe_hardware, peak_flops_per_s, resolve_precision
 from delphi.train.loss import LOG2_E, lm_loss, token_nll
 
 SUMMARY = "summary.json"
