@@ -57,15 +57,24 @@ def _flat_items(d: dict, prefix: str):
             yield key, v
 
 
+# The rest of each run's shape (from its run.json; summary.json has hidden_size and num_layers): the
+# compute definitions other than total FLOPs (`delphi.fit.compute`) need vocabulary and sequence length.
+SHAPE_COLUMNS = ["vocab_size", "seq_len", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
+                 "tie_embeddings"]
+
+
+def shape_row(run_json) -> dict:
+    """The SHAPE_COLUMNS of a parsed run.json ({} when it has no shape)."""
+    shape = run_json.get("shape") if isinstance(run_json, dict) else None
+    return {k: shape[k] for k in SHAPE_COLUMNS if k in shape} if isinstance(shape, dict) else {}
+
+
 def _run_shape(path: Path) -> dict:
-    """The model shape of a run's run.json beside its summary (for compute definitions other than
-    total FLOPs, `delphi.fit.compute`); {} when there is none."""
+    """`shape_row` of the run.json at `path`; {} when there is none or it is unreadable."""
     try:
-        d = json.loads(path.read_text())
+        return shape_row(json.loads(path.read_text()))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
-    shape = d.get("shape") if isinstance(d, dict) else None
-    return {k: v for k, v in shape.items() if not isinstance(v, (dict, list))} if isinstance(shape, dict) else {}
 
 
 def _read_json_file(p: Path, what: str):

@@ -5,19 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from delphi.fit.runs_table import SHAPE_COLUMNS, shape_row
+
 BASE_COLUMNS = ["name", "role", "status", "reason", "budget", "flops", "params", "tokens", "hidden_size",
                 "num_layers", "batch_size", "train_steps", "learning_rate", "seed", "loss", "bpb",
                 "final_train_loss", "wall_time_s", "tokens_per_s"]
-# The rest of each run's shape (from its run.json): the compute definitions other than total FLOPs
-# (`delphi.fit.compute`) need the vocabulary and sequence length.
-SHAPE_COLUMNS = ["vocab_size", "seq_len", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
-                 "tie_embeddings"]
-
-
-def shape_row(run_json: dict) -> dict:
-    """The SHAPE_COLUMNS of a run.json (empty when it has no shape)."""
-    shape = run_json.get("shape") if isinstance(run_json, dict) else None
-    return {k: shape[k] for k in SHAPE_COLUMNS if k in shape} if isinstance(shape, dict) else {}
 
 
 def summary_row(summary: dict) -> dict:
