@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from delphi.config import ModelShape
 from delphi.recipe import DELPHI, DELPHI_ISOFLOP_BUDGETS, DELPHI_V1, Recipe, get_recipe
 from delphi.errors import DelphiError
+from delphi.recipe.presets import CPU, recipe_from_table
 
 ALLOC_A, ALLOC_ALPHA = 0.026719627901911736, 0.5800829529762268
 
@@ -109,6 +110,35 @@ def test_batch_rule_halves_until_hyperparameters_in_bounds():
         assert c.tokens == c.batch_size * c.train_steps * 4096
         # rounding the steps moves the compute by at most half a step's worth
         assert abs(c.flops - c.budget) <= 3 * c.shape.flops_per_token * c.batch_size * 4096 / 2 + 1
+
+
+def test_integer_batch_rounding_keeps_the_step_count_near_the_target():
+    import dataclasses
+
+    pow2 = dataclasses.replace(CPU, batch_rounding="power_of_two")
+    whole = dataclasses.replace(CPU, batch_rounding="integer")
+    budget = 6e11
+    p_steps = [c.train_steps for c in pow2.candidates(budget)]
+    w = whole.candidates(budget)
+    # power-of-two batches put neighbouring widths up to 2× apart in steps ...
+    assert max(p_steps) / min(p_steps) > 1.5
+    # ... whole-sequence batches keep every run whose batch is above the minimum within rounding of the target
+    for c in w:
+        ideal = c.target_tokens / (whole.target_steps * whole.seq_len)
+        assert c.batch_size == max(whole.min_batch, round(ideal))
+        if c.batch_size > whole.min_batch:
+            assert abs(c.train_steps / whole.target_steps - 1) < 0.5 / c.batch_size + 0.01
+    # the same widths survive (no candidate is rejected by the rounding)
+    assert [c.shape.hidden_size for c in w] == [c.shape.hidden_size for c in pow2.candidates(budget)]
+
+
+def test_unknown_batch_rounding_is_a_user_error():
+    import dataclasses
+
+    with pytest.raises(DelphiError, match="batch_rounding must be one of"):
+        dataclasses.replace(CPU, batch_rounding="nearest")
+    with pytest.raises(DelphiError, match="batch_rounding must be like"):
+        recipe_from_table({"preset": "cpu", "batch_rounding": 2})
 
 
 def test_v1_recipe_rules():

@@ -8,8 +8,9 @@ longer context) is a `dataclasses.replace(DELPHI, ...)` away and keeps every rul
 * LR         lr = min(cap, η0 · sqrt(B/B0) · (T0/T)^0.3)
 * Adam LR    adam_lr = min(cap, η0,Adam · sqrt(B·T0 / (B0·T)))
 * epsilon    ε = ε0 · sqrt(B0·T / (B·T0));  β2 = clip(β2,0^(B/B0), 0.9, 0.9999)
-* batch      B = T / (target_steps · s) rounded up to a power of two, halved while B > min
-             and any hyperparameter hits its bound; B outside [min, max] rejects the width.
+* batch      B = T / (target_steps · s) rounded up to a power of two (Delphi; `batch_rounding =
+             "integer"` rounds to the nearest whole sequence instead), halved while B > min and
+             any hyperparameter hits its bound; B outside [min, max] rejects the width.
 * widths     H = min_width, +step … below max_width; skip if params > max_params(C) or
              T / params > max_tokens_per_param (or, CPU ladders only, < min_tokens_per_param).
 
@@ -28,6 +29,7 @@ from delphi.errors import DelphiError
 
 # Delphi's IsoFLOP budgets (the fitted grid, 78 runs).
 DELPHI_ISOFLOP_BUDGETS = (3e18, 9e18, 1.8e19, 3e19, 9e19, 1.8e20, 3e20)
+BATCH_ROUNDINGS = ("power_of_two", "integer")
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,9 @@ class Recipe:
     min_tokens_per_param: float | None = None
     # Batch and steps
     target_steps: int = 2**16
+    # "power_of_two" (Delphi) or "integer": with runs of a few hundred steps, power-of-two batches
+    # make the step count jump by up to 2× between neighbouring widths of an IsoFLOP curve.
+    batch_rounding: str = "power_of_two"
     min_batch: int = 8
     max_batch: int = 8192
     # Reference point and hyperparameter transfer
@@ -160,6 +165,11 @@ class Recipe:
     name_suffix: str = "delphi"
 
     # ---- shapes ------------------------------------------------------------------------------
+    def __post_init__(self):
+        if self.batch_rounding not in BATCH_ROUNDINGS:
+            raise DelphiError(f"recipe {self.name!r}: batch_rounding must be one of {', '.join(BATCH_ROUNDINGS)}, "
+                              f"got {self.batch_rounding!r}")
+
     def depth(self, hidden: int) -> int:
         return max(1, round(hidden / (self.depth_base + self.depth_log_coef * math.log2(hidden) - self.depth_offset)))
 
@@ -208,7 +218,11 @@ class Recipe:
 
     def batch_size(self, tokens: float, hidden: int) -> int | None:
         """Sequences per step for horizon T, or None when no batch in [min, max] is valid."""
-        batch = _next_power_of_two(tokens / (self.target_steps * self.seq_len))
+        ideal = tokens / (self.target_steps * self.seq_len)
+        if self.batch_rounding == "integer":
+            batch = max(self.min_batch, round(ideal))  # like rounding up to 2^k, never below the minimum
+        else:
+            batch = _next_power_of_two(ideal)
         while batch > self.min_batch and self._batch_hits_bounds(batch, tokens, hidden):
             batch //= 2
         if batch < self.min_batch or batch > self.max_batch:

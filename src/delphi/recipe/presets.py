@@ -73,7 +73,8 @@ def recipe_from_table(section: dict[str, Any], where: str = "recipe") -> Recipe:
     for k, v in section.items():
         default = getattr(base, k)
         if isinstance(default, bool) != isinstance(v, bool) or (
-                isinstance(default, (int, float)) and not isinstance(v, (int, float))):
+                isinstance(default, (int, float)) and not isinstance(v, (int, float))) or (
+                isinstance(default, str) and not isinstance(v, str)):
             raise DelphiError(f"{where}: recipe.{k} must be like {default!r}, got {v!r}")
         if isinstance(v, (int, float)) and not isinstance(v, bool) and (not math.isfinite(v) or v < 0):
             raise DelphiError(f"{where}: recipe.{k} must be a finite non-negative number, got {v!r}")
