@@ -8,17 +8,21 @@ entries: document ``i`` with its trailing EOS is ``tokens[offsets[i]:offsets[i+1
 The cache key is (tokenizer fingerprint, sha256 of every source file's contents, settings), so
 preparing the same data twice does no work, and changing a file, the tokenizer or the text field
 builds a new shard. A shard is written into a temporary directory and renamed into place only
-when complete, so an interrupted prepare never leaves a corrupt cache entry.
+when complete, so an interrupted prepare never leaves a corrupt cache entry; ``checksums.json``
+records the size and sha256 of its files, and a cached shard that no longer matches them
+(truncated, corrupted) is rebuilt instead of used.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
 import json
 import lzma
 import os
+import re
 import shutil
 import time
 import uuid
@@ -415,7 +419,7 @@ def build_shard(files: list[str], tokenizer: Tokenizer, out_dir: Path, *, text_f
     """Tokenise ``files`` into a shard at ``out_dir`` (atomically: temp directory + rename)."""
     dtype = token_dtype(tokenizer.vocab_size)
     workers = max(1, int(workers or os.cpu_count() or 1))
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     progress = progress or _Progress(False)
     total_in = sum(os.path.getsize(f) for f in files if not f.startswith("hf:"))
@@ -488,6 +492,7 @@ def build_shard(files: list[str], tokenizer: Tokenizer, out_dir: Path, *, text_f
             "eos_id": tokenizer.eos_id, "seconds": round(elapsed, 3), "workers": workers if parallel else 1,
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        _write_checksums(tmp)
         progress.update(task, completed=total_in)
         try:
             os.rename(tmp, out_dir)
@@ -501,6 +506,154 @@ def build_shard(files: list[str], tokenizer: Tokenizer, out_dir: Path, *, text_f
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Shard(out_dir)
+
+
+# ---- cache integrity ----------------------------------------------------------------------------
+
+CHECKSUMS = "checksums.json"
+SHARD_FILES = ("tokens.bin", "offsets.npy", "doc_bytes.npy", "meta.json")
+_HOST = "".join(c if c.isalnum() or c in "_." else "_" for c in (os.uname().nodename or "host"))
+# .<shard>.tmp-<host>-<pid>-<8 hex> (a build in progress), .<shard>.tmp-<pid>-<8 hex> (older
+# versions), .<shard>.bad-<pid>-<8 hex> (a damaged shard being removed)
+_TMP_DIR = re.compile(r"\..+\.tmp-(?:(?P<host>[A-Za-z0-9_.]+)-)?(?P<pid>\d+)-[0-9a-f]{8}")
+_BAD_DIR = re.compile(r"\..+\.bad-\d+-[0-9a-f]{8}")
+_VERIFIED: dict[str, tuple] = {}  # shard path -> file stats when last verified by this process
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_checksums(shard_dir: Path) -> None:
+    """Record size and sha256 of every shard file (``checksums.json``), atomically."""
+    sums = {name: {"bytes": (shard_dir / name).stat().st_size, "sha256": _sha256_file(shard_dir / name)}
+            for name in SHARD_FILES}
+    tmp = shard_dir / (CHECKSUMS + ".tmp")
+    tmp.write_text(json.dumps({"files": sums}, indent=1, sort_keys=True))
+    os.replace(tmp, shard_dir / CHECKSUMS)
+
+
+def _stat_key(shard_dir: Path) -> tuple:
+    out = []
+    for name in (*SHARD_FILES, CHECKSUMS):
+        st = (shard_dir / name).stat()
+        out.append((name, st.st_size, st.st_mtime_ns, st.st_ino))
+    return tuple(out)
+
+
+def _consistent(shard_dir: Path) -> str | None:
+    """None when the files agree with each other (token count, offsets, documents), else why."""
+    try:
+        meta = json.loads((shard_dir / "meta.json").read_text())
+        dtype = np.dtype(meta["dtype"])
+        tokens, docs = int(meta["tokens"]), int(meta["docs"])
+        size = (shard_dir / "tokens.bin").stat().st_size
+        if size != tokens * dtype.itemsize:
+            return f"tokens.bin holds {size} bytes, meta.json says {tokens * dtype.itemsize}"
+        offsets = np.load(shard_dir / "offsets.npy")
+        doc_bytes = np.load(shard_dir / "doc_bytes.npy")
+    except FileNotFoundError as e:
+        return f"{Path(e.filename).name} missing"
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as e:
+        return f"unreadable ({type(e).__name__}: {e})"
+    if len(offsets) != docs + 1 or int(offsets[-1]) != tokens or len(doc_bytes) != docs:
+        return "offsets.npy and doc_bytes.npy do not match meta.json"
+    return None
+
+
+def verify_shard(shard_dir: Path) -> str | None:
+    """None when the cached shard is intact (every file matches the size and sha256 recorded when
+    it was written), else why not. A shard written before checksums were recorded is checked for
+    consistency and its checksums are recorded then. Within one process a shard whose files are
+    unchanged since it was last verified is not hashed again."""
+    shard_dir = Path(shard_dir)
+    key = str(shard_dir)
+    try:
+        if _VERIFIED.get(key) == _stat_key(shard_dir):
+            return None
+    except OSError:
+        pass
+    _VERIFIED.pop(key, None)
+    if not shard_dir.is_dir():
+        return "not a directory"
+    try:
+        recorded = json.loads((shard_dir / CHECKSUMS).read_text())["files"]
+    except FileNotFoundError:
+        why = _consistent(shard_dir)
+        if why is None:
+            with contextlib.suppress(OSError):  # a read-only cache: verified, just not recorded
+                _write_checksums(shard_dir)
+        return why
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"{CHECKSUMS} unreadable ({type(e).__name__})"
+    if not isinstance(recorded, dict) or set(recorded) != set(SHARD_FILES):
+        return f"{CHECKSUMS} does not list the shard's files"
+    for name in SHARD_FILES:
+        p = shard_dir / name
+        try:
+            size = p.stat().st_size
+            if size != recorded[name]["bytes"]:
+                return f"{name} is {size} bytes, {recorded[name]['bytes']} were written (truncated or replaced)"
+            if _sha256_file(p) != recorded[name]["sha256"]:
+                return f"{name} checksum mismatch (corrupted)"
+        except FileNotFoundError:
+            return f"{name} missing"
+        except (OSError, KeyError, TypeError) as e:
+            return f"{name} unreadable ({type(e).__name__})"
+    with contextlib.suppress(OSError):
+        _VERIFIED[key] = _stat_key(shard_dir)
+    return None
+
+
+def _discard_shard(shard_dir: Path) -> None:
+    """Move a damaged shard aside (one rename, so a concurrent reader never sees half of it),
+    then delete it."""
+    _VERIFIED.pop(str(shard_dir), None)
+    if shard_dir.is_symlink() or not shard_dir.is_dir():
+        with contextlib.suppress(FileNotFoundError):
+            shard_dir.unlink()
+        return
+    aside = shard_dir.parent / f".{shard_dir.name}.bad-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        os.rename(shard_dir, aside)
+    except FileNotFoundError:  # another process moved it first
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def clean_orphans(root: Path) -> list[str]:
+    """Remove temporary shard directories left by killed prepares on this machine (their process
+    is gone) and damaged shards whose removal was interrupted; return their names. Temporaries
+    of a prepare still running, or written by another machine sharing the cache, are kept."""
+    removed = []
+    try:
+        entries = list(Path(root).iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        if not p.name.startswith(".") or not p.is_dir() or p.is_symlink():
+            continue
+        m = _TMP_DIR.fullmatch(p.name)
+        orphan = bool(_BAD_DIR.fullmatch(p.name)) or (
+            m is not None and (m["host"] in (None, _HOST)) and not _pid_alive(int(m["pid"])))
+        if orphan:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p.name)
+    return removed
 
 
 # ---- prepare_data -------------------------------------------------------------------------------
@@ -591,7 +744,7 @@ def cached_data(data: DataSpec | None = None) -> PreparedData | None:
     """The prepared data if every shard is already cached, else None; never tokenises."""
     data = data or DataSpec()
     mixture, tokenizer, _, items = _plan(data)
-    if not all((out / "meta.json").exists() for *_, out in items):
+    if not all(verify_shard(out) is None for *_, out in items):
         return None
     shards: dict[str, dict[str, Shard]] = {"train": {}, "validation": {}}
     for dom, split, _, out in items:
@@ -613,14 +766,22 @@ def prepare_data(data: DataSpec | None = None, progress: bool = True, *, workers
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DelphiError(f"data cache {root}: cannot create it ({e.strerror or e}); set cache_dir or DELPHI_CACHE") from None
+    clean_orphans(root)
     shards: dict[str, dict[str, Shard]] = {"train": {}, "validation": {}}
     built: list[str] = []
     workers = max(1, int(workers or os.cpu_count() or 1))
     with _Progress(progress) as bar, WorkerPool(tokenizer, workers) as pool:
         for dom, split, files, out in items:
-            if (out / "meta.json").exists():
-                shard = Shard(out)
-            else:
+            shard = None
+            if out.exists() or out.is_symlink():
+                why = verify_shard(out)
+                if why is None:
+                    shard = Shard(out)
+                else:
+                    warnings.warn(f"data: cached shard {dom.name}/{split} ({out.name}) is damaged ({why}); "
+                                  f"rebuilding it", RuntimeWarning, stacklevel=2)
+                    _discard_shard(out)
+            if shard is None:
                 shard = build_shard(files, tokenizer, out, text_field=dom.text_field, workers=workers,
                                     skip_bad=skip_bad, progress=bar, description=f"{dom.name}/{split}", pool=pool)
                 built.append(f"{dom.name}/{split}")

@@ -32,6 +32,7 @@ from typing import Sequence
 from delphi.config import RunSpec
 from delphi.errors import DelphiError
 from delphi.forecast.ledger import utc_now
+from delphi.train import rundir
 
 FINAL_STATES = ("completed", "diverged")
 
@@ -45,22 +46,25 @@ class RunOutcome:
 
 
 def read_summary(run_dir: Path) -> dict | None:
-    try:
-        return json.loads((run_dir / "summary.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+    """The run's summary; None when absent or unreadable (a truncated one: the run is resumed)."""
+    return rundir.read_summary(run_dir, warn=False)
 
 
 def prepare_run_dir(spec: RunSpec, run_dir: Path) -> None:
-    """Write run.json (refusing to reuse a directory that holds a different run) and started.json."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Write run.json (refusing a directory that holds a different run, a non-empty directory that
+    is not a run directory, and one another process is training) and started.json."""
+    hint = "move it away (or use a new out_dir)"
+    rundir.check_out_dir(run_dir, hint=hint)
+    rundir.make_run_dir(run_dir, hint="check the suite's out_dir")
+    rundir.check_not_locked(run_dir, hint="wait for it, or use a new out_dir")
     spec_path = run_dir / "run.json"
     if spec_path.exists():
+        text = spec_path.read_text()
         try:
-            existing = RunSpec.from_json(spec_path.read_text())
-        except DelphiError:
-            existing = None
-        if existing is not None and existing != spec:
+            same = RunSpec.from_json(text) == spec
+        except DelphiError:  # not readable as a spec here: compare the JSON as the trainer does
+            same = json.loads(text) == json.loads(spec.to_json())
+        if not same:
             raise DelphiError(f"{run_dir} holds a different run spec than the suite now plans; "
                               "move it away (or use a new out_dir) to train the new plan")
     else:
@@ -103,8 +107,9 @@ def worker_env(threads: int) -> dict[str, str]:
 
 
 def record_failure(run_dir: Path, spec: RunSpec, reason: str) -> None:
-    """A run whose process died without a summary is recorded as failed (the sweep goes on)."""
-    if read_summary(run_dir) is not None:
+    """A run whose process died without a summary is recorded as failed (the sweep goes on);
+    not while another process trains the directory (its trainer writes the summary)."""
+    if read_summary(run_dir) is not None or rundir.is_locked(run_dir):
         return
     summary = {"name": spec.name, "status": "failed", "reason": reason, "budget": spec.budget, "seed": spec.seed,
                "params": spec.shape.num_params, "tokens": spec.tokens, "flops": spec.flops, "tags": spec.tags}

@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -26,6 +27,8 @@ import torch
 
 MANIFEST = "manifest.json"
 PREFIX = "step-"
+_STEP_DIR = re.compile(r"step-\d{8,}")  # only directories named like ours are ever pruned or removed
+_STEP_TMP = re.compile(r"step-\d{8,}\.tmp")
 
 
 def step_dir_name(step: int) -> str:
@@ -92,18 +95,18 @@ def commit(ckpt_root: Path, step: int, world_size: int, keep: int = 2) -> Path:
 
 
 def _prune(root: Path, keep: int) -> None:
-    done = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX)
-                  and not p.name.endswith(".tmp"))
+    done = sorted((p for p in root.iterdir() if p.is_dir() and _STEP_DIR.fullmatch(p.name)),
+                  key=lambda p: int(p.name[len(PREFIX):]))
     for old in done[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
 
 
 def clean_partial(ckpt_root: Path) -> None:
-    """Remove leftovers of interrupted saves (`.tmp` directories)."""
+    """Remove leftovers of interrupted saves (our `step-XXXXXXXX.tmp` directories, nothing else)."""
     root = Path(ckpt_root)
     if root.is_dir():
         for p in root.iterdir():
-            if p.is_dir() and p.name.endswith(".tmp"):
+            if p.is_dir() and not p.is_symlink() and _STEP_TMP.fullmatch(p.name):
                 shutil.rmtree(p, ignore_errors=True)
 
 

@@ -14,6 +14,10 @@ Run directory::
     checkpoints/    step-XXXXXXXX/ (atomic; newest two kept)
     hf/             the final model as a transformers Qwen3 checkpoint (+ tokenizer)
     summary.json    the row of the runs table (see docs/train.md)
+    .lock           held (fcntl.flock) by the process training the directory
+
+A directory is trained by one process at a time; a non-empty directory without a run.json of
+ours is refused, and only files the run wrote are ever removed (`delphi.train.rundir`).
 
 Determinism: everything that influences the trajectory (weights, optimizer moments, RNG states,
 loader position) is checkpointed, so on CPU a run killed at any point and resumed ends bitwise
@@ -41,12 +45,13 @@ from delphi.errors import DelphiError
 from delphi.optim import WSD, build_optimizer, set_lr
 from delphi.train import checkpoint as ckpt
 from delphi.train import distributed as D
+from delphi.train import rundir
 from delphi.train.hardware import describe_hardware, peak_flops_per_s, resolve_precision
 from delphi.train.loss import LOG2_E, lm_loss, token_nll
 
-SUMMARY = "summary.json"
-RUN_JSON = "run.json"
-METRICS = "metrics.jsonl"
+SUMMARY = rundir.SUMMARY
+RUN_JSON = rundir.RUN_JSON
+METRICS = rundir.METRICS
 
 
 # ---- environment decisions -------------------------------------------------------------------
@@ -112,10 +117,14 @@ class DivergenceGuard:
 
 # ---- run-directory helpers -------------------------------------------------------------------
 
-def _write_json_atomic(path: Path, obj) -> None:
+def _write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    _write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def _finite_or_none(x):
@@ -127,16 +136,14 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     if not path.exists():
         return
     keep = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         try:
             row = json.loads(line)
         except ValueError:
             continue  # a line cut by a kill
-        if row.get("step", 0) <= last_step:
+        if isinstance(row, dict) and isinstance(row.get("step", 0), int) and row.get("step", 0) <= last_step:
             keep.append(line)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    _write_text_atomic(path, "".join(line + "\n" for line in keep))
 
 
 # ---- the step's forward ------------------------------------------------------------------------
@@ -331,7 +338,10 @@ def train_run(spec: RunSpec, out_dir, *, progress: bool = True, resume: bool = T
     """Train `spec` into `out_dir`; return the summary dict (also written to summary.json).
 
     With `resume` (default) a finished run is returned as is and an interrupted one continues
-    from its newest intact checkpoint; `resume=False` discards earlier checkpoints and metrics.
+    from its newest intact checkpoint (an unreadable summary.json counts as absent);
+    `resume=False` discards earlier checkpoints and metrics. The directory is locked for the whole
+    run: a second trainer on it fails at once. A non-empty directory that is not a run directory
+    is refused.
     Divergence ends the run with status "diverged" (no exception); an unexpected error writes
     status "failed" with the reason and re-raises.
     """
@@ -342,8 +352,28 @@ def train_run(spec: RunSpec, out_dir, *, progress: bool = True, resume: bool = T
     if spec.batch_size % info.world_size:
         raise DelphiError(f"run {spec.name}: batch_size {spec.batch_size} is not divisible by the "
                           f"{info.world_size} processes; choose a batch size that is a multiple of it")
+    # Rank 0 checks the directory and takes its lock; every rank learns the outcome.
+    lock, error = None, None
     if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            rundir.check_out_dir(out)
+            rundir.make_run_dir(out)
+            lock = rundir.RunDirLock(out)
+        except DelphiError as e:
+            error = str(e)
+    error = D.broadcast_object(error, info)
+    if error is not None:
+        raise DelphiError(error)
+    try:
+        return _train_locked(spec, out, info, progress=progress, resume=resume)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(spec: RunSpec, out: Path, info: D.DistInfo, *, progress: bool, resume: bool) -> dict:
+    if info.is_main:
+        rundir.clean_temporaries(out)
     D.barrier(info)
     run_json = out / RUN_JSON
     if run_json.exists() and resume:
@@ -354,19 +384,14 @@ def train_run(spec: RunSpec, out_dir, *, progress: bool = True, resume: bool = T
         if old != json.loads(spec.to_json()):
             raise DelphiError(f"{out} already holds a different run ({RUN_JSON} differs); use another --out "
                               f"directory or pass --no-resume to start over there")
-        summary_path = out / SUMMARY
-        if summary_path.exists():
-            summary = json.loads(summary_path.read_text())
-            if summary.get("status") in ("completed", "diverged"):
-                return summary
+        summary = rundir.read_summary(out, warn=info.is_main)
+        if summary is not None and summary.get("status") in ("completed", "diverged"):
+            return summary
     if info.is_main:
         if not resume:
-            import shutil
-
-            shutil.rmtree(out / "checkpoints", ignore_errors=True)
-            for name in (METRICS, SUMMARY):
-                (out / name).unlink(missing_ok=True)
-        run_json.write_text(spec.to_json() + "\n")
+            rundir.discard_outputs(out)
+        _write_text_atomic(run_json, spec.to_json() + "\n")
+    D.barrier(info)
     trainer = _Trainer(spec, out, info, progress and info.is_main)
     try:
         return trainer.run()
@@ -492,6 +517,7 @@ class _Trainer:
         window = max(5, N // 50)  # train-loss divergence checks average this many steps
         use_doc = spec.data.block_cross_document_attention
         self.last_save = time.perf_counter()
+        resumed_step = st.step
         bar = _Progress(self.show, spec.name, N, st.step)
         if resumed:
             bar.message(f"resumed from step {st.step}")
@@ -560,7 +586,12 @@ class _Trainer:
         if reason is not None:
             bar.message(f"diverged: {reason}")
             return self.write_summary("diverged", reason)
-        ev = self.run_eval()
+        if resumed and resumed_step == N and st.last_eval is not None:
+            # Resumed from the final checkpoint (killed before the summary, or the summary was
+            # unreadable): the final evaluation is in the checkpoint and already in metrics.jsonl.
+            ev = st.last_eval
+        else:
+            ev = self.run_eval()
         if ev["macro_loss"] is None or not math.isfinite(ev["macro_loss"]):
             return self.write_summary("diverged", f"non-finite final eval loss ({ev['macro_loss']})")
         self._sync_wall()
@@ -606,9 +637,12 @@ class _Trainer:
         tps = st.tokens / st.train_time_s if st.train_time_s > 0 else None
         achieved = 3.0 * self.flops_per_token * tps if tps else None
         mfu = achieved / (self.peak * self.info.world_size) if achieved and self.peak else None
-        last = [json.loads(x) for x in (self.out / METRICS).read_text().splitlines()] \
-            if (self.out / METRICS).exists() else []
-        train_rows = [r for r in last if r.get("kind") == "train"]
+        last = []
+        with contextlib.suppress(OSError):
+            for line in (self.out / METRICS).read_text(errors="replace").splitlines():
+                with contextlib.suppress(ValueError):
+                    last.append(json.loads(line))
+        train_rows = [r for r in last if isinstance(r, dict) and r.get("kind") == "train"]
         final_train = train_rows[-1]["loss"] if train_rows else None
         epochs = {}
         with contextlib.suppress(Exception):
