@@ -227,7 +227,7 @@ def test_suite_compute_key_is_checked(tmp_path):
 
     assert _suite(tmp_path).fit_compute == "total"
     bad = preset_text("tiny").replace('seed = 0\n\n[executor]', 'seed = 0\ncompute = "flops"\n\n[executor]')
-    with pytest.raises(DelphiError, match="fit.compute must be one of total, non-embedding, deepseek-m"):
+    with pytest.raises(DelphiError, match=r"\[fit\] compute must be one of total, non-embedding, deepseek-m"):
         parse_suite(bad)
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from delphi.errors import DelphiError
+from delphi.validate import (MAX_SEED, Bool, Int, Num, Optional, Problems, Str, StrDict, check_fields,
+                             dataclass_problems)
 
 
 @dataclass(frozen=True)
@@ -40,13 +42,10 @@ class ModelShape:
     rope_original_max_position: int = 8192
 
     def __post_init__(self):
-        for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
-                     "intermediate_size", "vocab_size", "seq_len"):
-            if int(getattr(self, name)) <= 0:
-                raise DelphiError(f"model shape: {name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.num_heads % self.num_kv_heads:
-            raise DelphiError(
-                f"model shape: num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
+        dataclass_problems(self, SHAPE_RULES, "model shape")
+        problems = Problems("model shape")
+        _shape_relations(self.__dict__, problems, lambda n: n)
+        problems.raise_if_any()
 
     # ---- parameter accounting -------------------------------------------------------------
     def _layer_params_without_qk_norm(self) -> int:
@@ -94,7 +93,7 @@ class ModelShape:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelShape":
-        return _from_dict(cls, d, "model shape")
+        return _build(cls, d, SHAPE_RULES, "model shape")
 
 
 @dataclass(frozen=True)
@@ -120,18 +119,17 @@ class OptimizerHParams:
     min_lr_ratio: float = 0.0
 
     def __post_init__(self):
-        if self.name not in ("adamh", "adamw", "adamc"):
-            raise DelphiError(f"optimizer: unknown name {self.name!r}; choose adamh, adamw or adamc")
-        if not (0 <= self.warmup_fraction <= 1 and 0 <= self.decay_fraction <= 1
-                and self.warmup_fraction + self.decay_fraction <= 1):
-            raise DelphiError("optimizer: warmup_fraction and decay_fraction must be in [0, 1] and sum to at most 1")
+        dataclass_problems(self, OPTIMIZER_RULES, "optimizer")
+        problems = Problems("optimizer")
+        _optimizer_relations(self.__dict__, problems, lambda n: n)
+        problems.raise_if_any()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "OptimizerHParams":
-        return _from_dict(cls, d, "optimizer")
+        return _build(cls, d, OPTIMIZER_RULES, "optimizer")
 
 
 @dataclass(frozen=True)
@@ -144,12 +142,15 @@ class DataSpec:
     block_cross_document_attention: bool = True
     cache_dir: str | None = None
 
+    def __post_init__(self):
+        dataclass_problems(self, DATA_RULES, "data")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DataSpec":
-        return _from_dict(cls, d, "data")
+        return _build(cls, d, DATA_RULES, "data")
 
 
 @dataclass(frozen=True)
@@ -174,12 +175,11 @@ class RunSpec:
     tags: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.batch_size <= 0 or self.train_steps <= 0:
-            raise DelphiError(f"run {self.name}: batch_size and train_steps must be positive")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise DelphiError(f"run {self.name}: precision must be auto, fp32 or bf16, got {self.precision!r}")
-        if self.compile not in ("auto", "on", "off"):
-            raise DelphiError(f"run {self.name}: compile must be auto, on or off, got {self.compile!r}")
+        what = f"run {self.name}" if isinstance(self.name, str) else "run spec"
+        dataclass_problems(self, RUN_RULES, what)
+        for name, cls in (("shape", ModelShape), ("optimizer", OptimizerHParams), ("data", DataSpec)):
+            if not isinstance(getattr(self, name), cls):
+                raise DelphiError(f"{what}: {name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")
 
     @property
     def tokens(self) -> int:
@@ -197,33 +197,182 @@ class RunSpec:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
+    def from_dict(cls, d: Any, where: str = "run spec", *, check_files: bool = False) -> "RunSpec":
+        """A RunSpec from its JSON object; every field is checked and all problems are reported
+        together (`where` names the source, e.g. the file). With `check_files`, the mixture and
+        tokenizer must also be found on this machine (a spec about to be trained)."""
+        problems = Problems(where)
+        check_run_dict(d, problems)
+        if check_files and not problems:
+            data_problems(DataSpec(**d.get("data", {})), problems, "data.", vocab_size=d["shape"]["vocab_size"])
+        problems.raise_if_any()
         d = dict(d)
-        try:
-            d["shape"] = ModelShape.from_dict(d["shape"])
-            d["optimizer"] = OptimizerHParams.from_dict(d["optimizer"])
-            if "data" in d:
-                d["data"] = DataSpec.from_dict(d["data"])
-        except KeyError as e:
-            raise DelphiError(f"run spec: missing field {e.args[0]!r}") from None
-        return _from_dict(cls, d, "run spec")
+        d["shape"] = ModelShape(**d["shape"])
+        d["optimizer"] = OptimizerHParams(**d["optimizer"])
+        if "data" in d:
+            d["data"] = DataSpec(**d["data"])
+        return cls(**d)
 
     @classmethod
-    def from_json(cls, text: str) -> "RunSpec":
+    def from_json(cls, text: str | bytes, where: str = "run spec", *, check_files: bool = False) -> "RunSpec":
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DelphiError(f"{where}: not UTF-8 text ({e.reason} at byte {e.start}); "
+                                  "give the run's JSON file (e.g. its run.json)") from None
         try:
-            return cls.from_dict(json.loads(text))
+            doc = json.loads(text)
         except json.JSONDecodeError as e:
-            raise DelphiError(f"run spec: not valid JSON ({e})") from None
+            raise DelphiError(f"{where}: not valid JSON ({e})") from None
+        except RecursionError:
+            raise DelphiError(f"{where}: not valid JSON (nested too deeply)") from None
+        return cls.from_dict(doc, where=where, check_files=check_files)
 
 
-def _from_dict(cls, d: dict[str, Any], what: str):
+# ---- validation rules (`delphi.validate`): one place for what every field may hold ------------------
+
+SHAPE_RULES = {
+    **{n: Int(1) for n in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+                           "intermediate_size", "vocab_size", "seq_len", "rope_original_max_position")},
+    "tie_embeddings": Bool(), "qk_norm": Bool(), "rope_scaling": Bool(),
+    "rms_norm_eps": Num(0, lo_open=True, sane_hi=1.0),
+    "rope_theta": Num(0, lo_open=True),
+    "rope_factor": Num(0, lo_open=True),
+    "rope_low_freq_factor": Num(0, lo_open=True),
+    "rope_high_freq_factor": Num(0, lo_open=True),
+}
+
+OPTIMIZERS = ("adamh", "adamw", "adamc")
+OPTIMIZER_RULES = {
+    "name": Str(OPTIMIZERS),
+    "lr": Num(0, lo_open=True, sane_hi=10.0),
+    "adam_lr": Num(0, lo_open=True, sane_hi=10.0),
+    "beta1": Num(0, 1, hi_open=True),
+    "beta2": Num(0, 1, hi_open=True),
+    "epsilon": Num(0, lo_open=True, sane_hi=1.0),
+    "max_grad_norm": Num(0, note="0: no clipping"),
+    "weight_decay": Num(0, sane_hi=10.0),
+    "z_loss_weight": Num(0, sane_hi=1.0),
+    "warmup_fraction": Num(0, 1),
+    "decay_fraction": Num(0, 1),
+    "min_lr_ratio": Num(0, 1),
+}
+
+DATA_RULES = {
+    "mixture": Str(what="a mixture name (\"embedded\") or a mixture file path"),
+    "tokenizer": Str(what="a tokenizer name (\"embedded-bpe\") or a tokenizer.json path"),
+    "block_cross_document_attention": Bool(),
+    "cache_dir": Optional(Str(what="a directory path")),
+}
+
+PRECISIONS = ("auto", "fp32", "bf16")
+COMPILE_MODES = ("auto", "on", "off")
+RUN_RULES = {
+    "name": Str(name_like=True, what="a non-empty run name"),
+    "batch_size": Int(1),
+    "train_steps": Int(1),
+    "seed": Int(0, MAX_SEED),
+    "budget": Optional(Num(0, lo_open=True, unit="of FLOPs")),
+    "recipe": Optional(Str(what="a recipe name")),
+    "eval_every": Int(0, note="steps; 0: only at the end"),
+    "eval_windows_per_domain": Int(1),
+    "checkpoint_every": Int(0, note="steps; 0: only time-based and final"),
+    "checkpoint_every_minutes": Num(0, unit="of minutes", note="0: no time-based checkpoints"),
+    "precision": Str(PRECISIONS),
+    "compile": Str(COMPILE_MODES),
+    "tags": StrDict(),
+}
+
+
+def _shape_relations(d: dict[str, Any], problems: Problems, key) -> None:
+    heads, kv = d.get("num_heads"), d.get("num_kv_heads")
+    if isinstance(heads, int) and isinstance(kv, int) and heads > 0 and kv > 0 and heads % kv:
+        problems.add(key("num_heads"), f"({heads}) must be a multiple of num_kv_heads ({kv})")
+    lo, hi = d.get("rope_low_freq_factor", 1.0), d.get("rope_high_freq_factor", 4.0)
+    if (d.get("rope_scaling", True) is True and isinstance(lo, (int, float)) and isinstance(hi, (int, float))
+            and not isinstance(lo, bool) and not isinstance(hi, bool) and not hi > lo):
+        problems.add(key("rope_high_freq_factor"), f"must be greater than rope_low_freq_factor ({lo:g}) when "
+                                                   f"rope_scaling is on, got {hi!r}")
+
+
+def _optimizer_relations(d: dict[str, Any], problems: Problems, key) -> None:
+    w, dec = d.get("warmup_fraction", 0.1), d.get("decay_fraction", 0.2)
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in (w, dec)) and w + dec > 1:
+        problems.add(key("warmup_fraction"), f"and decay_fraction must sum to at most 1, got {w:g} + {dec:g}")
+
+
+def _section(d: Any, cls, rules: dict, problems: Problems, prefix: str, strict: bool = True) -> bool:
+    """Check one nested object (shape, optimizer, data) of a RunSpec; True when it can be built."""
     if not isinstance(d, dict):
-        raise DelphiError(f"{what}: expected an object, got {type(d).__name__}")
+        problems.add(prefix.rstrip("."), f"must be an object, got {show_type(d)}")
+        return False
+    before = len(problems)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise DelphiError(f"{what}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-    try:
+    problems.unknown_keys(prefix.rstrip("."), d, names, what="field")
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [n for n in required if n not in d]
+    if missing:
+        _missing(problems, prefix.rstrip("."), missing)
+    check_fields(problems, d, rules, key=lambda n: prefix + n, strict=strict)
+    if cls is ModelShape:
+        _shape_relations(d, problems, lambda n: prefix + n)
+    elif cls is OptimizerHParams:
+        _optimizer_relations(d, problems, lambda n: prefix + n)
+    return len(problems) == before
+
+
+def show_type(v: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null", int: "a number",
+            float: "a number", dict: "an object"}.get(type(v), type(v).__name__)
+
+
+def check_run_dict(d: Any, problems: Problems, prefix: str = "") -> None:
+    """Every problem of a RunSpec's JSON object, recorded under key paths like `optimizer.beta2`."""
+    if not isinstance(d, dict):
+        problems.add(prefix.rstrip("."), f"a run spec must be a JSON object with name, shape, optimizer, batch_size "
+                                         f"and train_steps, got {show_type(d)}")
+        return
+    names = {f.name for f in dataclasses.fields(RunSpec)}
+    problems.unknown_keys(prefix.rstrip("."), d, names, what="field")
+    missing = [n for n in ("name", "shape", "optimizer", "batch_size", "train_steps") if n not in d]
+    if missing:
+        _missing(problems, prefix.rstrip("."), missing)
+    check_fields(problems, d, RUN_RULES, key=lambda n: prefix + n)
+    for name, cls, rules in (("shape", ModelShape, SHAPE_RULES), ("optimizer", OptimizerHParams, OPTIMIZER_RULES),
+                             ("data", DataSpec, DATA_RULES)):
+        if name in d:
+            _section(d[name], cls, rules, problems, f"{prefix}{name}.")
+
+
+def _build(cls, d: Any, rules: dict, what: str):
+    problems = Problems(what)
+    if _section(d, cls, rules, problems, ""):
         return cls(**d)
-    except TypeError as e:
-        raise DelphiError(f"{what}: {e}") from None
+    problems.raise_if_any()
+
+
+def _missing(problems: Problems, key: str, missing: list[str]) -> None:
+    text = f"missing field(s) {', '.join(missing)}"
+    problems.add(key, f"is {text}") if key else problems.add("", text)
+
+
+def data_problems(data: DataSpec, problems: Problems, prefix: str = "data.", vocab_size: int | None = None) -> None:
+    """Record what would stop `data` from loading here: a mixture (name or file) that does not
+    resolve, a tokenizer that does not load, or a tokenizer larger than the model's vocabulary."""
+    from delphi.data.mixture import resolve_mixture
+    from delphi.data.tokenizers import load_tokenizer
+
+    try:
+        resolve_mixture(data.mixture)
+    except DelphiError as e:
+        problems.add_error(f"{prefix}mixture", e)
+    try:
+        vocab = load_tokenizer(data.tokenizer).vocab_size
+    except DelphiError as e:
+        problems.add_error(f"{prefix}tokenizer", e)
+        return
+    if vocab_size is not None and vocab > vocab_size:
+        problems.add(f"{prefix}tokenizer", f"{data.tokenizer!r} has {vocab} tokens but shape.vocab_size is "
+                                           f"{vocab_size}; set shape.vocab_size >= {vocab}")

@@ -47,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size <= 0:
         raise DelphiError("--batch-size must be positive")
     tasks = parse_tasks(args.tasks)
+    from delphi.eval.backends import pick_device
+
+    pick_device(args.device)  # an unavailable device fails here, before any model is loaded
     everything = []
     for model in args.models:
         scorer, info = open_model(model, device=args.device, dtype=args.dtype, batch_size=args.batch_size)

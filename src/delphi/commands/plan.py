@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 
@@ -44,6 +45,12 @@ def run_plan(args: argparse.Namespace) -> int:
         if args.alloc_a is None or args.alloc_alpha is None:
             raise DelphiError("give both --alloc-a and --alloc-alpha for a held-out plan")
         a, alpha = _number(args.alloc_a, "--alloc-a"), _number(args.alloc_alpha, "--alloc-alpha")
+        if not (math.isfinite(a) and a > 0):
+            raise DelphiError(f"--alloc-a must be a positive number (D*(C) = A·C^alpha in tokens), "
+                              f"got {args.alloc_a!r}")
+        if not (math.isfinite(alpha) and 0 < alpha < 1):
+            raise DelphiError(f"--alloc-alpha must be a number in (0, 1): tokens grow slower than compute "
+                              f"(fits give about 0.5), got {args.alloc_alpha!r}")
         batch = None
         if args.batch_size is not None:
             bs = _number(args.batch_size, "--batch-size")

@@ -20,10 +20,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from delphi.errors import DelphiError
     from delphi.sweep.pipeline import run_suite
-    from delphi.sweep.suite import load_suite
+    from delphi.sweep.suite import load_suite, readiness_problems
 
-    suite = load_suite(args.suite, out_dir=args.out)
+    suite = load_suite(args.suite, out_dir=args.out)  # every problem of the suite file fails here, at once
+    missing = readiness_problems(suite)
+    if missing:
+        raise DelphiError("; ".join(missing))
     import torch
 
     from delphi.train.hardware import describe_hardware, hardware_line

@@ -37,13 +37,20 @@ def _spec_from_args(args):
     from delphi.config import RunSpec
     from delphi.errors import DelphiError
 
+    for flag, value, lo in (("--seed", args.seed, 0), ("--steps", args.steps, 1), ("--eval-every", args.eval_every, 0)):
+        if value is not None and value < lo:
+            raise DelphiError(f"{flag} must be an integer ≥ {lo}, got {value}")
     if args.spec and (args.budget or args.hidden):
         raise DelphiError("give either RUN.json or --budget/--hidden, not both")
     if args.spec:
         path = Path(args.spec)
         if not path.is_file():
             raise DelphiError(f"run spec {path} not found")
-        spec = RunSpec.from_json(path.read_text())
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise DelphiError(f"run spec {path}: cannot read it ({e.strerror or e})") from None
+        spec = RunSpec.from_json(raw, where=str(path), check_files=True)
     elif args.budget and args.hidden:
         spec = _spec_from_recipe(args.recipe, args.budget, args.hidden, args.seed or 0)
     else:

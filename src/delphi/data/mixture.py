@@ -27,12 +27,14 @@ beside the repository; weights in ``embedded/shared-corpus.toml``).
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from delphi.errors import DelphiError
+from delphi.validate import Problems, key_name, show
 
 EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
 EMBEDDED_MIXTURE = EMBEDDED_DIR / "mixture.toml"
@@ -69,6 +71,8 @@ class Mixture:
 def _load_file(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text("utf-8")
+    except UnicodeDecodeError as e:
+        raise DelphiError(f"mixture file {path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
         raise DelphiError(f"mixture file {path}: cannot read it ({e.strerror or e})") from None
     if path.suffix == ".json":
@@ -76,6 +80,8 @@ def _load_file(path: Path) -> dict[str, Any]:
             return json.loads(text)
         except json.JSONDecodeError as e:
             raise DelphiError(f"mixture file {path}: not valid JSON at line {e.lineno} ({e.msg})") from None
+        except RecursionError:
+            raise DelphiError(f"mixture file {path}: not valid JSON (nested too deeply)") from None
     try:
         import tomllib
     except ImportError:  # Python 3.10
@@ -87,39 +93,74 @@ def _load_file(path: Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise DelphiError(f"mixture file {path}: not valid TOML ({e})") from None
+    except RecursionError:
+        raise DelphiError(f"mixture file {path}: not valid TOML (nested too deeply)") from None
 
 
-def mixture_from_dict(d: dict[str, Any], *, base_dir: Path, name: str, source: str | None = None) -> Mixture:
-    """Validate a parsed mixture definition; relative paths are resolved against ``base_dir``."""
+def mixture_from_dict(d: dict[str, Any], *, base_dir: Path, name: str, source: str | None = None,
+                      check_sources: bool = True) -> Mixture:
+    """Validate a parsed mixture definition; relative paths are resolved against ``base_dir``.
+
+    Every problem is reported at once, each under its key path (``[domains.web] weight``); with
+    ``check_sources``, local sources must exist (files or directories)."""
     where = source or name
+    problems = Problems(f"mixture {where}")
     domains = d.get("domains") if isinstance(d, dict) else None
     if not isinstance(domains, dict) or not domains:
-        raise DelphiError(f"mixture {where}: needs a 'domains' table with at least one domain")
+        raise DelphiError(f"mixture {where}: needs a 'domains' table with at least one domain, e.g. "
+                          "[domains.web] with weight, train and validation")
+    if isinstance(d, dict):
+        problems.unknown_keys("", [k for k in d if k != "domains"], ["domains"], what="top-level key")
     parsed = []
     for dname, dd in domains.items():
+        key = f"[domains.{key_name(dname)}]"
+        if not dname.strip() or "/" in dname:
+            problems.add(key, "has a bad domain name: use a non-empty name without '/' (it names the metric "
+                              "columns loss/<domain> and bpb/<domain>)")
         if not isinstance(dd, dict):
-            raise DelphiError(f"mixture {where}: domain {dname!r} must be a table with weight, train, validation")
+            problems.add("", f"domain {dname!r} must be a table with weight, train, validation")
+            continue
         unknown = sorted(set(dd) - _DOMAIN_KEYS)
         if unknown:
-            raise DelphiError(f"mixture {where}: domain {dname!r} has unknown key(s) {', '.join(unknown)}; "
+            problems.add(key, f"domain {dname!r} has unknown key(s) {', '.join(unknown)}; "
                               f"known: {', '.join(sorted(_DOMAIN_KEYS))}")
         w = dd.get("weight")
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0:
-            raise DelphiError(f"mixture {where}: domain {dname!r} needs a positive number 'weight', got {w!r}")
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not (w > 0 and math.isfinite(w)):
+            problems.add(key, f"domain {dname!r} needs a positive number 'weight', got {show(w)}")
+            w = None
         splits = {}
         for split in ("train", "validation"):
             srcs = dd.get(split)
             if isinstance(srcs, str):
                 srcs = [srcs]
-            if not isinstance(srcs, list) or not srcs or not all(isinstance(s, str) and s for s in srcs):
-                raise DelphiError(f"mixture {where}: domain {dname!r} needs '{split}' as a list of paths")
-            splits[split] = tuple(s if s.startswith("hf:") else str((base_dir / os.path.expanduser(s)).resolve())
-                                  for s in srcs)
+            if not isinstance(srcs, list) or not srcs or not all(isinstance(s, str) and s.strip() for s in srcs):
+                problems.add(key, f"domain {dname!r} needs '{split}' as a list of paths, got {show(srcs)}")
+                continue
+            resolved = []
+            for s in srcs:
+                if s.startswith("hf:"):
+                    resolved.append(s)
+                    continue
+                try:
+                    p = (base_dir / os.path.expanduser(s)).resolve()
+                    exists = p.exists()
+                except (OSError, RuntimeError, ValueError) as e:
+                    problems.add(f"{key} {split}", f"{show(s)} is not a usable path ({e})")
+                    continue
+                if check_sources and not exists:
+                    problems.add(f"{key} {split}:", f"data source {p} does not exist (paths are relative to the "
+                                                   "mixture file)")
+                resolved.append(str(p))
+            splits[split] = tuple(resolved)
         tf = dd.get("text_field", "text")
         if not isinstance(tf, str) or not tf:
-            raise DelphiError(f"mixture {where}: domain {dname!r} text_field must be a non-empty string")
-        parsed.append((str(dname), float(w), splits["train"], splits["validation"], tf))
+            problems.add(key, f"domain {dname!r} text_field must be a non-empty string, got {show(tf)}")
+        if w is not None and len(splits) == 2:
+            parsed.append((str(dname), float(w), splits["train"], splits["validation"], tf))
+    problems.raise_if_any()
     total = sum(p[1] for p in parsed)
+    if not math.isfinite(total):
+        raise DelphiError(f"mixture {where}: the domain weights are too large to add up; use weights like 0.5")
     doms = tuple(Domain(n, w / total, tr, va, tf) for n, w, tr, va, tf in parsed)
     return Mixture(name=name, domains=doms, source=source)
 

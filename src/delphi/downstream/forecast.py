@@ -135,13 +135,26 @@ def load_pool(path_or_frame, soft: str | None = None, hard: str | None = None):
         p = Path(path_or_frame)
         if not p.exists():
             raise DelphiError(f"pool table {p} not found (CSV with columns model, soft, hard)")
-        df = pd.read_csv(p)
+        try:
+            df = pd.read_csv(p)
+        except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DelphiError(f"pool table {p}: not a readable CSV ({first}); expected columns model, soft, "
+                              "hard") from None
     else:
         df = path_or_frame
     missing = {"model", "soft", "hard"} - set(df.columns)
     if missing:
         raise DelphiError(f"pool table needs columns model, soft, hard; missing {', '.join(sorted(missing))}")
-    df = df[["model", "soft", "hard"]].dropna()
+    df = df[["model", "soft", "hard"]].dropna().reset_index(drop=True)
+    for col in ("soft", "hard"):
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = values.isna() | ~np.isfinite(values.astype(float))
+        if bad.any():
+            i = bad.to_numpy().nonzero()[0][0]
+            raise DelphiError(f"pool table: column {col!r} must hold finite numbers; complete row {i + 1} "
+                              f"(model {str(df['model'].iloc[i])!r}) has {str(df[col].iloc[i])!r}")
+        df[col] = values.astype(float)
     if len(df) < 4:
         raise DelphiError(f"pool table has {len(df)} complete rows; the sigmoid needs at least 4")
     return df.reset_index(drop=True)
@@ -250,9 +263,9 @@ def forecast_downstream(runs, pool, *, soft: str, target_flops: float | Sequence
         target_flops = [float(target_flops)]
     if not target_flops or any(not (c > 0 and math.isfinite(c)) for c in target_flops):
         raise DelphiError("target compute must be positive FLOPs, e.g. 1e21")
+    pool_df = load_pool(pool, soft=soft, hard=hard)  # a bad pool fails before any fitting
     C, y, names = select_optima(runs, soft, flops_col=flops_col, budget_col=budget_col, loss_col=loss_col)
     step1 = fit_soft_law(C, y, column=soft, names=names, higher=higher, bootstrap=bootstrap, seed=seed)
-    pool_df = load_pool(pool, soft=soft, hard=hard)
     step2 = fit_sigmoid(pool_df["soft"], pool_df["hard"], groups=pool_df["model"], floor=floor, fix_floor=fix_floor,
                         bootstrap=min(bootstrap, 1000), seed=seed)
     return compose(step1, step2, target_flops, pool=pool_df, confidence=confidence, seed=seed)

@@ -21,9 +21,25 @@ from delphi.errors import DelphiError
 
 
 def pick_device(device: str | None = None) -> torch.device:
+    """"auto" (CUDA when present, else CPU), or a device this machine has: cpu, cuda, cuda:N, mps."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DelphiError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DelphiError(f"device {device!r}: this machine has no usable CUDA GPU; use --device cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DelphiError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s) "
+                              f"(cuda:0 … cuda:{torch.cuda.device_count() - 1})")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise DelphiError(f"device {device!r}: MPS is not available on this machine; use --device cpu or auto")
+    elif dev.type != "cpu":
+        raise DelphiError(f"device {device!r} is not supported; use auto, cpu, cuda or cuda:N")
+    return dev
 
 
 class TokenScorer:

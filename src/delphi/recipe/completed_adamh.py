@@ -277,7 +277,11 @@ class Recipe:
             raise DelphiError(f"budget {budget:.3g} FLOPs has no valid candidate under recipe {self.name!r}")
         if not (alloc_a > 0 and math.isfinite(alloc_alpha)):
             raise DelphiError("allocation law needs A > 0 and a finite alpha")
-        target = alloc_a * budget ** alloc_alpha
+        try:
+            target = alloc_a * budget ** alloc_alpha
+        except OverflowError:
+            raise DelphiError(f"allocation law D*(C) = {alloc_a:g}·C^{alloc_alpha:g} overflows at C = {budget:.3g}; "
+                              "alpha should be about 0.5") from None
         above = [c for c in cands if c.tokens >= target]
         chosen = min(above, key=lambda c: c.tokens) if above else max(cands, key=lambda c: c.tokens)
         if batch_size is not None:

@@ -1,7 +1,9 @@
 """Suite specification: what `delphi run SUITE.toml` trains, fits, forecasts and checks.
 
-A suite is a TOML file (or a named preset, see `presets/`). Every section and key is checked
-before any work starts; unknown keys and impossible values are user errors naming the key.
+A suite is a TOML file (or a named preset, see `presets/`). Every section and key is type- and
+range-checked before any work starts (`delphi.validate`), and so is everything that would fail
+later (mixture, tokenizer, candidates per budget, fit metric, downstream tasks and pool): all
+problems are reported together as one user error, each under its key path (`[executor] workers`).
 
     [suite]     name, out_dir
     [recipe]    preset = "delphi" | "delphi-v1" | a CPU preset, plus any Recipe field to override
@@ -11,23 +13,23 @@ before any work starts; unknown keys and impossible values are user errors namin
     [eval]      every (steps), windows_per_domain, downstream (task names; empty = off),
                 limit (items per task), pool + soft + floor (two-step downstream forecast)
     [train]     precision, compile, checkpoint_every, checkpoint_every_minutes
-    [fit]       metric, bootstrap, seed, compute (total | non-embedding | deepseek-m)
+    [fit]       metric (loss | bpb | loss/<domain> | bpb/<domain>), bootstrap, seed,
+                compute (total | non-embedding | deepseek-m)
     [executor]  kind = "local" | "ray", workers, threads_per_worker, address, cpus_per_run, gpus_per_run
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from delphi.config import DataSpec, RunSpec
+from delphi.config import COMPILE_MODES, DATA_RULES, PRECISIONS, RUN_RULES, DataSpec, RunSpec
 from delphi.errors import DelphiError
-from delphi.recipe import Candidate, Recipe
-from delphi.recipe.presets import recipe_from_table
+from delphi.recipe import DELPHI, Candidate, Recipe
+from delphi.recipe.presets import recipe_problems
+from delphi.validate import MAX_SEED, Int, ListOf, Num, Problems, Rule, Str, key_name, show
 
 PRESET_DIR = Path(__file__).with_name("presets")
 
@@ -102,17 +104,43 @@ class SuiteSpec:
 
 # ---- parsing ------------------------------------------------------------------------------------
 
-_SECTIONS = {
-    "suite": {"name", "out_dir"},
-    "recipe": None,  # preset + Recipe fields, checked against the dataclass
-    "grid": {"budgets", "seed"},
-    "heldout": {"budgets", "seeds", "spread_seeds", "batch_size"},
-    "data": {f.name for f in dataclasses.fields(DataSpec)},
-    "eval": {"every", "windows_per_domain", "downstream", "limit", "pool", "soft", "floor"},
-    "train": {"precision", "compile", "checkpoint_every", "checkpoint_every_minutes"},
-    "fit": {"metric", "bootstrap", "seed", "compute"},
-    "executor": {f.name for f in dataclasses.fields(ExecutorSettings)},
+class _ComputeDefinition(Rule):
+    """One of `delphi.fit.compute.DEFINITIONS` (imported when a suite sets it)."""
+
+    def problem(self, value, strict=True):
+        from delphi.fit.compute import DEFINITIONS
+
+        return Str(DEFINITIONS).problem(value, strict)
+
+
+_BUDGETS = ListOf(Num(0, lo_open=True, sane_hi=1e30, unit="of FLOPs"), nonempty=True, unique=True,
+                  what="a list of FLOP budgets", example="[1e12, 3e12]")
+_SEEDS = ListOf(Int(0, MAX_SEED), unique=True, what="a list of non-negative integers", example="[1, 2]")
+_RULES: dict[str, dict[str, Rule] | None] = {
+    "suite": {"name": Str(name_like=True, what="a non-empty suite name"), "out_dir": Str(what="a directory path")},
+    "recipe": None,  # preset + Recipe fields, checked by `recipe_problems`
+    "grid": {"budgets": _BUDGETS, "seed": Int(0, MAX_SEED)},
+    "heldout": {"budgets": _BUDGETS,
+                "seeds": ListOf(Int(0, MAX_SEED), nonempty=True, unique=True, what="a list of non-negative integers",
+                                example="[0]"),
+                "spread_seeds": _SEEDS, "batch_size": Int(1)},
+    "data": DATA_RULES,
+    "eval": {"every": Int(0, note="steps; 0: only at the end"), "windows_per_domain": Int(1),
+             "downstream": ListOf(Str(what="a task name"), what="a list of task names", example='["arc_easy:5"]'),
+             "limit": Int(1), "pool": Str(what="a pool CSV path or a directory of eval results"),
+             "soft": Str(what='a runs-table column such as "arc_easy_5shot/bpb"'),
+             "floor": Num(0, 1, hi_open=True, note="the chance accuracy")},
+    "train": {"precision": Str(PRECISIONS), "compile": Str(COMPILE_MODES),
+              "checkpoint_every": RUN_RULES["checkpoint_every"],
+              "checkpoint_every_minutes": RUN_RULES["checkpoint_every_minutes"]},
+    "fit": {"metric": Str(what="a metric name such as \"loss\""), "bootstrap": Int(0, 10**6, note="0: no interval"),
+            "seed": Int(0, MAX_SEED), "compute": _ComputeDefinition()},
+    "executor": {"kind": Str(("local", "ray")), "workers": Int(1, 4096),
+                 "threads_per_worker": Int(0, 4096, note="0: cores ÷ workers"),
+                 "address": Str(what="a Ray cluster address"), "cpus_per_run": Num(0, lo_open=True),
+                 "gpus_per_run": Num(0)},
 }
+_SECTIONS = {name: (None if rules is None else set(rules)) for name, rules in _RULES.items()}
 
 
 def preset_names() -> list[str]:
@@ -133,135 +161,197 @@ def load_suite(name_or_path: str | None = None, *, out_dir: str | None = None) -
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise DelphiError(f"suite file {path} does not exist")
-        text, where = path.read_text(), str(path)
+        text, where = read_text(path, "suite file"), str(path)
     else:
         text, where = preset_text(name_or_path), f"preset {name_or_path}"
     return parse_suite(text, where=where, out_dir=out_dir)
 
 
+def read_text(path: Path, what: str) -> str:
+    """A spec file's text; unreadable or non-UTF-8 files are user errors."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DelphiError(f"{what} {path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise DelphiError(f"{what} {path}: cannot read it ({e.strerror or e})") from None
+
+
 def parse_suite(text: str, *, where: str = "suite", out_dir: str | None = None) -> SuiteSpec:
+    """Validate a suite TOML; every problem is reported at once (with its key path) as one
+    DelphiError, before any work starts."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise DelphiError(f"{where}: not valid TOML ({e})") from None
+    except RecursionError:
+        raise DelphiError(f"{where}: not valid TOML (nested too deeply)") from None
+    p = Problems(where)
     for section, value in doc.items():
-        if section not in _SECTIONS:
-            raise DelphiError(f"{where}: unknown section [{section}]; sections: {', '.join(_SECTIONS)}")
-        if not isinstance(value, dict):
-            raise DelphiError(f"{where}: [{section}] must be a table")
-        allowed = _SECTIONS[section]
-        if allowed is not None:
-            unknown = sorted(set(value) - allowed)
-            if unknown:
-                raise DelphiError(f"{where}: unknown key(s) {', '.join(unknown)} in [{section}]; "
-                                  f"allowed: {', '.join(sorted(allowed))}")
-    g = lambda s: doc.get(s, {})  # noqa: E731
+        if section not in _RULES:
+            p.add("", f"unknown section [{key_name(section)}]; sections: {', '.join(_RULES)}")
+        elif not isinstance(value, dict):
+            if section != "recipe":  # reported by `recipe_problems`
+                p.add(f"[{section}]", f"must be a table, got {show(value)}")
+        elif _SECTIONS[section] is not None:
+            p.unknown_keys(f"[{section}]", value, _SECTIONS[section])
+    g = lambda s: doc[s] if isinstance(doc.get(s), dict) else {}  # noqa: E731
+    # Every field is checked; invalid ones are left out (their defaults stand in) so that the
+    # checks below still run on the rest and one message lists every problem.
+    clean: dict[str, dict[str, Any]] = {}
+    for section, rules in _RULES.items():
+        if rules is not None:
+            clean[section] = {k: v for k, v in g(section).items()
+                              if k in rules and p.check(f"[{section}] {k}", v, rules[k])}
+    for section in ("grid", "heldout"):
+        if "budgets" not in g(section):
+            p.add(f"[{section}] budgets", "is missing: give a non-empty list of FLOP budgets, e.g. [1e12, 3e12]")
+    recipe = recipe_problems(doc.get("recipe", {}), p, "[recipe]")
 
-    name = _str(g("suite").get("name", "suite"), where, "suite.name")
-    recipe = recipe_from_table(g("recipe"), where)
-    fit_budgets = _budgets(g("grid").get("budgets"), where, "grid.budgets")
-    heldout_budgets = _budgets(g("heldout").get("budgets"), where, "heldout.budgets")
-    seeds = g("heldout").get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
-        raise DelphiError(f"{where}: heldout.seeds must be a non-empty list of non-negative integers")
-    spread = g("heldout").get("spread_seeds", [])
-    if not isinstance(spread, list) or not all(isinstance(s, int) and s >= 0 for s in spread):
-        raise DelphiError(f"{where}: heldout.spread_seeds must be a list of non-negative integers, e.g. [1, 2]")
-    batch = g("heldout").get("batch_size")
-    if batch is not None and (not isinstance(batch, int) or batch < 1):
-        raise DelphiError(f"{where}: heldout.batch_size must be a positive integer")
-    try:
-        data = DataSpec(**g("data"))
-        executor = ExecutorSettings(**g("executor"))
-    except TypeError as e:
-        raise DelphiError(f"{where}: {e}") from None
-    if executor.kind not in ("local", "ray"):
-        raise DelphiError(f"{where}: executor.kind must be 'local' or 'ray', got {executor.kind!r}")
-    if executor.workers < 1 or executor.threads_per_worker < 0:
-        raise DelphiError(f"{where}: executor.workers must be ≥ 1 and threads_per_worker ≥ 0")
-    ev, tr, fi = g("eval"), g("train"), g("fit")
+    su, gr, ho, da, ev, tr, fi, ex = (clean[s] for s in ("suite", "grid", "heldout", "data", "eval", "train", "fit",
+                                                         "executor"))
+    name = su.get("name", "suite")
     spec = SuiteSpec(
-        name=name,
-        out_dir=out_dir or _str(g("suite").get("out_dir", f"delphi-out/{name}"), where, "suite.out_dir"),
-        recipe=recipe, fit_budgets=fit_budgets, heldout_budgets=heldout_budgets, heldout_seeds=tuple(seeds), spread_seeds=tuple(spread),
-        heldout_batch_size=batch, grid_seed=_int(g("grid").get("seed", 0), where, "grid.seed"), data=data,
-        eval_every=_int(ev.get("every", 0), where, "eval.every"),
-        eval_windows_per_domain=_int(ev.get("windows_per_domain", 16), where, "eval.windows_per_domain", lo=1),
-        downstream_tasks=tuple(ev.get("downstream", [])),
-        downstream_limit=_int(ev["limit"], where, "eval.limit", lo=1) if "limit" in ev else None,
+        name=name, out_dir=out_dir or su.get("out_dir", f"delphi-out/{name}"), recipe=recipe or DELPHI,
+        fit_budgets=tuple(float(b) for b in gr.get("budgets", ())),
+        heldout_budgets=tuple(float(b) for b in ho.get("budgets", ())),
+        heldout_seeds=tuple(ho.get("seeds", [0])), spread_seeds=tuple(ho.get("spread_seeds", [])),
+        heldout_batch_size=ho.get("batch_size"), grid_seed=gr.get("seed", 0), data=DataSpec(**da),
+        eval_every=ev.get("every", 0), eval_windows_per_domain=ev.get("windows_per_domain", 16),
+        downstream_tasks=tuple(ev.get("downstream", [])), downstream_limit=ev.get("limit"),
         downstream_pool=ev.get("pool"), downstream_soft=ev.get("soft"),
         downstream_floor=float(ev["floor"]) if "floor" in ev else None,
         precision=tr.get("precision", "auto"), compile=tr.get("compile", "auto"),
-        checkpoint_every=_int(tr.get("checkpoint_every", 0), where, "train.checkpoint_every"),
+        checkpoint_every=tr.get("checkpoint_every", 0),
         checkpoint_every_minutes=float(tr.get("checkpoint_every_minutes", 5.0)),
-        fit_metric=_str(fi.get("metric", "loss"), where, "fit.metric"),
-        bootstrap=_int(fi.get("bootstrap", 2000), where, "fit.bootstrap", lo=0),
-        fit_seed=_int(fi.get("seed", 0), where, "fit.seed"), executor=executor, source=text,
-        fit_compute=_compute(fi.get("compute", "total"), where),
+        fit_metric=fi.get("metric", "loss"), bootstrap=fi.get("bootstrap", 2000), fit_seed=fi.get("seed", 0),
+        fit_compute=fi.get("compute", "total"), executor=ExecutorSettings(**ex), source=text,
     )
-    if spec.downstream_tasks:
-        from delphi.eval import parse_tasks
-
-        parse_tasks(list(spec.downstream_tasks))  # unknown task names fail here
-        if spec.downstream_pool and not spec.downstream_soft:
-            raise DelphiError(f"{where}: eval.pool needs eval.soft, the soft-metric column to forecast "
-                              "(e.g. \"arc_easy/bpb\")")
-    if spec.precision not in ("auto", "fp32", "bf16") or spec.compile not in ("auto", "on", "off"):
-        raise DelphiError(f"{where}: train.precision must be auto|fp32|bf16 and train.compile auto|on|off")
-    _check_plan(spec, where)
+    _check_plan(spec, p, recipe_ok=recipe is not None, grid_ok="budgets" in gr, heldout_ok="budgets" in ho)
+    p.raise_if_any()
     return spec
 
 
-def _check_plan(spec: SuiteSpec, where: str) -> None:
-    """Impossible suites fail here, before any work."""
+def _check_plan(spec: SuiteSpec, p: Problems, *, recipe_ok: bool = True, grid_ok: bool = True,
+                heldout_ok: bool = True) -> None:
+    """What would fail later, checked now: data and tokenizer, the grid under the recipe, the fit
+    metric, the downstream tasks and pool."""
+    from delphi.data.mixture import resolve_mixture
     from delphi.data.tokenizers import load_tokenizer
 
-    vocab = load_tokenizer(spec.data.tokenizer).vocab_size
-    if vocab != spec.recipe.vocab_size:
-        raise DelphiError(f"{where}: tokenizer {spec.data.tokenizer!r} has {vocab} tokens but the recipe's vocab_size "
-                          f"is {spec.recipe.vocab_size}; set recipe.vocab_size = {vocab} or use a matching tokenizer")
-    if len(spec.fit_budgets) < 3:
-        raise DelphiError(f"{where}: grid.budgets needs at least 3 budgets to fit a loss law (got {len(spec.fit_budgets)})")
-    for b in spec.fit_budgets:
+    mixture = None
+    try:
+        mixture = resolve_mixture(spec.data.mixture)
+    except DelphiError as e:
+        p.add_error("[data] mixture", e)
+    try:
+        vocab = load_tokenizer(spec.data.tokenizer).vocab_size
+    except DelphiError as e:
+        p.add_error("[data] tokenizer", e)
+    else:
+        if recipe_ok and vocab != spec.recipe.vocab_size:
+            p.add("[data] tokenizer", f"{spec.data.tokenizer!r} has {vocab} tokens but the recipe's vocab_size is "
+                                      f"{spec.recipe.vocab_size}; set recipe.vocab_size = {vocab} or use a matching "
+                                      "tokenizer")
+    if grid_ok and len(spec.fit_budgets) < 3:
+        p.add("[grid] budgets", f"needs at least 3 budgets to fit a loss law (got {len(spec.fit_budgets)})")
+    for b in spec.fit_budgets if recipe_ok else ():
         n = len(spec.recipe.candidates(b))
         if n < 3:
-            raise DelphiError(f"{where}: fit budget {b:.3g} has {n} candidate(s) under recipe {spec.recipe.name!r}; "
-                              "an IsoFLOP parabola needs at least 3 (widen the recipe's width range)")
-    for b in spec.heldout_budgets:
-        if not spec.recipe.candidates(b):
-            raise DelphiError(f"{where}: held-out budget {b:.3g} has no valid candidate under recipe {spec.recipe.name!r}")
+            p.add("[grid] budgets", f"fit budget {b:.3g} has {n} candidate(s) under recipe {spec.recipe.name!r}; "
+                                    "an IsoFLOP parabola needs at least 3 (widen the recipe's width range)")
+    for b in spec.heldout_budgets if recipe_ok else ():
+        cands = spec.recipe.candidates(b)
+        if not cands:
+            p.add("[heldout] budgets", f"held-out budget {b:.3g} has no valid candidate under recipe "
+                                       f"{spec.recipe.name!r}")
+        elif spec.heldout_batch_size is not None and all(
+                round(c.tokens / (spec.heldout_batch_size * spec.recipe.seq_len)) < 1 for c in cands):
+            p.add("[heldout] batch_size", f"{spec.heldout_batch_size} leaves no training step at budget {b:.3g} "
+                                          "(fewer tokens than one batch); lower it or drop it")
+    _check_metric(spec, mixture, p)
+    _check_downstream(spec, p)
 
 
-def _budgets(value: Any, where: str, key: str) -> tuple[float, ...]:
-    if not isinstance(value, list) or not value:
-        raise DelphiError(f"{where}: {key} must be a non-empty list of FLOP budgets, e.g. [1e12, 3e12]")
-    out = []
-    for v in value:
+def fit_metrics(mixture) -> list[str]:
+    """The metrics a suite's fit can use: the runs table holds them for every grid run."""
+    domains = [d.name for d in mixture.domains] if mixture is not None else []
+    return ["loss", "bpb", *(f"loss/{d}" for d in domains), *(f"bpb/{d}" for d in domains)]
+
+
+def _check_metric(spec: SuiteSpec, mixture, p: Problems) -> None:
+    metric = spec.fit_metric
+    if metric in ("loss", "bpb"):
+        return
+    kind, _, domain = metric.partition("/")
+    if mixture is None:  # the mixture's own problem is reported; its domains are unknown
+        if kind in ("loss", "bpb") and domain:
+            return
+    elif metric in fit_metrics(mixture):
+        return
+    domains = ", ".join(d.name for d in mixture.domains) if mixture is not None else "?"
+    msg = (f"must be loss, bpb, loss/<domain> or bpb/<domain> (domains of mixture {spec.data.mixture!r}: "
+           f"{domains}), got {show(metric)}")
+    if kind not in ("loss", "bpb") and domain:
+        msg += ("; downstream columns are measured after the fit: forecast them with [eval] downstream, "
+                "pool and soft")
+    p.add("[fit] metric", msg)
+
+
+def _check_downstream(spec: SuiteSpec, p: Problems) -> None:
+    keys: list[str] = []
+    if spec.downstream_tasks:
+        from delphi.eval import parse_tasks
+
         try:
-            b = float(v)
-        except (TypeError, ValueError):
-            raise DelphiError(f"{where}: {key} entry {v!r} is not a number") from None
-        if not math.isfinite(b) or b <= 0:
-            raise DelphiError(f"{where}: {key} entry {v!r} must be a positive number of FLOPs")
-        out.append(b)
-    return tuple(out)
+            keys = [t.key for t in parse_tasks(list(spec.downstream_tasks))]
+        except DelphiError as e:
+            p.add_error("[eval] downstream", e)
+            return
+    elif spec.downstream_pool or spec.downstream_soft or spec.downstream_floor is not None:
+        given = [k for k, v in (("pool", spec.downstream_pool), ("soft", spec.downstream_soft),
+                                ("floor", spec.downstream_floor)) if v is not None]
+        p.add("[eval]", f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} used only with downstream tasks: "
+                        f"add downstream = [\"arc_easy:5\"] or remove {'it' if len(given) == 1 else 'them'}")
+        return
+    if spec.downstream_floor is not None and not spec.downstream_pool:
+        p.add("[eval] floor", "is used only with [eval] pool (the sigmoid's lower bound); add a pool or remove it")
+    if spec.downstream_soft is not None:
+        from delphi.eval import HIGHER_IS_BETTER
+
+        task, _, metric = spec.downstream_soft.rpartition("/")
+        if task not in keys or metric not in HIGHER_IS_BETTER:
+            p.add("[eval] soft", f"must be <task>/<metric> with a task of [eval] downstream ({', '.join(keys)}) and "
+                                 f"a metric among {', '.join(HIGHER_IS_BETTER)}, got {show(spec.downstream_soft)}")
+            return
+    if spec.downstream_pool:
+        if not spec.downstream_soft:
+            p.add("[eval] pool", "needs [eval] soft, the soft-metric column to forecast (e.g. \"arc_easy_5shot/bpb\")")
+            return
+        if not Path(spec.downstream_pool).exists():
+            p.add("[eval] pool", f"{spec.downstream_pool}: no such file or directory (a CSV with columns model, soft, "
+                                 "hard, or a directory of `delphi eval` results)")
+            return
+        from delphi.downstream.forecast import load_pool
+
+        try:
+            load_pool(spec.downstream_pool, soft=spec.downstream_soft)
+        except DelphiError as e:
+            p.add_error("[eval] pool", e)
+        if spec.bootstrap < 10:
+            p.add("[fit] bootstrap", f"must be at least 10 with a downstream pool (the accuracy interval needs "
+                                     f"bootstrap draws), got {spec.bootstrap}")
 
 
-def _compute(v: Any, where: str) -> str:
-    from delphi.fit.compute import DEFINITIONS
+def readiness_problems(spec: SuiteSpec) -> list[str]:
+    """What `delphi run` needs from this machine beyond a valid suite (checked before any work)."""
+    import importlib.util
 
-    if v not in DEFINITIONS:
-        raise DelphiError(f"{where}: fit.compute must be one of {', '.join(DEFINITIONS)}, got {v!r}")
-    return v
-
-
-def _int(v: Any, where: str, key: str, lo: int = 0) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-        raise DelphiError(f"{where}: {key} must be an integer ≥ {lo}, got {v!r}")
-    return v
-
-
-def _str(v: Any, where: str, key: str) -> str:
-    if not isinstance(v, str) or not v:
-        raise DelphiError(f"{where}: {key} must be a non-empty string")
-    return v
+    out = []
+    if spec.executor.kind == "ray" and importlib.util.find_spec("ray") is None:
+        out.append("[executor] kind = \"ray\" needs Ray on this machine: pip install 'delphi[ray]', "
+                   "or use kind = \"local\"")
+    d = Path(spec.out_dir)
+    if d.exists() and not d.is_dir():
+        out.append(f"the suite directory {d} exists and is not a directory; choose another out_dir or --out")
+    return out

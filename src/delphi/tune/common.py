@@ -61,9 +61,13 @@ def load_recipe(name_or_path: str) -> tuple[Recipe, dict[str, Any]]:
     if not path.is_file():
         raise DelphiError(f"recipe file {path} not found (give a preset name like cpu, or a TOML file)")
     try:
-        doc = tomllib.loads(path.read_text())
+        doc = tomllib.loads(path.read_bytes().decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise DelphiError(f"recipe file {path}: not valid TOML ({e})") from None
+    except RecursionError:
+        raise DelphiError(f"recipe file {path}: not valid TOML (nested too deeply)") from None
+    except OSError as e:
+        raise DelphiError(f"recipe file {path}: cannot read it ({e.strerror or e})") from None
     section = doc.get("recipe")
     if not isinstance(section, dict):
         raise DelphiError(f"recipe file {path}: no [recipe] table (expected preset = \"cpu\" plus overrides)")
