@@ -52,7 +52,10 @@ def test_vertex_resamples_carry_the_bucket_noise():
     quiet, loud = (fit_isoflop(synthetic(sd=sd)) for sd in (0.001, 0.02))
     vq, vl = quiet.bootstrap_optima(200, seed=0), loud.bootstrap_optima(200, seed=0)
     assert vq.shape == (200, len(BUDGETS))
-    assert np.all(np.std(vl, axis=0) > 5 * np.std(vq, axis=0))
+    # At this noise (10x a seed's) some budgets' curvature is not distinguishable from 0: left out as flat.
+    assert {b.flags for b in loud.buckets if not b.usable} == {("flat_curve",)}
+    both = [i for i, b in enumerate(quiet.used) if b.flops in {u.flops for u in loud.used}]
+    assert np.all(np.std(vl, axis=0) > 5 * np.std(vq[:, both], axis=0))
     assert np.array_equal(vq, quiet.bootstrap_optima(200, seed=0))  # deterministic given the seed
 
 

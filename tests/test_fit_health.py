@@ -44,8 +44,8 @@ def test_a_well_centred_two_decade_grid_passes():
     assert h.status == "pass", h.warnings
     assert h.advice() == []
     d = h.to_dict()
-    assert d["thresholds"]["min_side_runs"] == 2 and len(d["checks"]) == 5
-    assert H.health_lines(d) == ["fit health: pass (vertices bracketed, range, slope, leave-one-out, backtest)"]
+    assert d["thresholds"]["min_side_runs"] == 2 and len(d["checks"]) == 6 and d["flags"] == []
+    assert H.health_lines(d) == ["fit health: pass (vertices bracketed, range, slope, leave-one-out, backtest, data)"]
 
 
 def test_off_centre_vertices_say_which_budgets_and_which_way():
@@ -163,13 +163,13 @@ def test_fit_register_check_carry_health_and_compute(tmp_path, compute):
     fit = fit_suite(suite, csv)
     rec = fit["record"]
     assert rec["compute"] == compute and rec["settings"]["compute"] == compute
-    assert rec["health"]["status"] in ("pass", "warn") and len(rec["health"]["checks"]) == 5
+    assert rec["health"]["status"] in ("pass", "warn") and len(rec["health"]["checks"]) == 6
     json.dumps(rec, allow_nan=False)  # fit.json stays strict JSON
     specs = register_heldout(suite, d, fit, progress=False)
     (entry,) = Ledger(d / "ledger.jsonl").read()
     assert entry["fit_settings"]["compute"] == compute
     assert entry["forecast"]["compute_definition"] == compute
-    assert entry["health"] == {k: rec["health"][k] for k in ("status", "warnings", "advice")}
+    assert entry["health"] == {k: rec["health"][k] for k in ("status", "warnings", "advice", "flags")}
     if compute == "total":
         assert entry["forecast"]["compute"] == entry["forecast"]["flops"]
     else:

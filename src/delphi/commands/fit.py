@@ -149,6 +149,21 @@ def _note(text: str) -> None:
         print(f"note: {text}", file=sys.stderr)
 
 
+def _warn_flags(flags) -> None:
+    """Each flag of a fit (`delphi.fit.flags.Flag`) as a `warning:` line on stderr (the JSON
+    output carries them under "flags")."""
+    for f in flags:
+        if f is not None:
+            print(f"warning: {f.text} [{f.code}]", file=sys.stderr)
+
+
+def _rmse_text(law) -> str:
+    """The allocation law's residual, or why it has none (two points fit exactly)."""
+    if law.n_points <= 2:
+        return "through 2 budgets exactly: no residual to judge it by"
+    return f"rmse {law.rmse_log10:.3g} dex over {law.n_points} budgets"
+
+
 # ---- isoflop -------------------------------------------------------------------------------
 
 def run_isoflop(args) -> int:
@@ -164,6 +179,7 @@ def run_isoflop(args) -> int:
     if args.json:
         _print_json(iso.to_dict())
         _note(excluded_note(table))
+        _warn_flags(iso.flags)
         return 0
     other = args.compute != "total"
     print(f"IsoFLOP fit of {args.metric!r} ({len(table)} runs, {len(iso.buckets)} buckets)"
@@ -178,17 +194,18 @@ def run_isoflop(args) -> int:
         else:
             print(f"{b.flops:>10.3g} {b.n_runs:>5} {'skipped: ' + b.skipped}")
     if iso.tokens_law is None:
-        print("allocation laws: need at least two usable buckets")
+        print("allocation laws: none (fewer than two budgets with a minimum; see the warning below)")
     else:
         t, p = iso.tokens_law, iso.params_law
-        print(f"D*(C) = {t.A:.4g} · C^{t.alpha:.4f}   (rmse {t.rmse_log10:.3g} dex)")
-        print(f"N*(C) = {p.A:.4g} · C^{p.alpha:.4f}   (rmse {p.rmse_log10:.3g} dex)")
+        print(f"D*(C) = {t.A:.4g} · C^{t.alpha:.4f}   ({_rmse_text(t)})")
+        print(f"N*(C) = {p.A:.4g} · C^{p.alpha:.4f}   ({_rmse_text(p)})")
         print(f"sum of exponents {t.alpha + p.alpha:.4f} (≈ 1 when C ∝ N·D)")
         laws = iso.allocation_in_compute()
         if laws is not None:
             print(f"against {args.compute} compute: D*(C) = {laws[0].A:.4g} · C^{laws[0].alpha:.4f}, "
                   f"N*(C) = {laws[1].A:.4g} · C^{laws[1].alpha:.4f}")
     _note(excluded_note(table))
+    _warn_flags(iso.flags)
     if args.plot:
         print(f"plot: {args.plot}")
     return 0
@@ -229,10 +246,16 @@ def _load_optima(args):
     if {"tokens", "params"} <= set(raw.columns):  # a runs table: reduce to optima first
         table = validate_table(raw, metric=args.metric, where=str(p))
         iso = fit_isoflop(table, args.metric, exclude_flagged=args.exclude_flagged, compute=args.compute)
+        if len(iso.buckets) > 1 and all(b.n_runs == 1 for b in iso.buckets) and args.compute == "total":
+            _note("every budget has a single run: the rows are read as the optima themselves")
+            return table["flops"].to_numpy(float), table[args.metric].to_numpy(float), None, table
         opt = iso.optima()
         C, L = opt["compute"], opt["loss"]
         if len(C) == 0:
-            raise DelphiError(f"{p}: no bucket produced an optimum (see 'delphi fit isoflop {p}')")
+            from delphi.fit.isoflop import explain_unused
+
+            raise DelphiError(f"{p}: no budget gave an optimum ({explain_unused(iso.buckets, args.exclude_flagged)}); "
+                              f"'delphi fit isoflop {p}' lists each budget")
         return C, L, iso, table
     if args.compute != "total":
         raise DelphiError(f"{p}: --compute {args.compute} needs the runs (a runs table with params, tokens and "
@@ -272,7 +295,13 @@ def run_loss_law(args) -> int:
         from delphi.fit.plots import plot_loss_law
 
         plot_loss_law(law, args.plot, targets=targets, pure=pure, metric=args.metric, iso=iso)
+    from delphi.fit.runs_table import duplicates_flag
+
+    # The runs' (or the optima table's) flags, then the law's.
+    flags = [*(iso.flags if iso is not None else [f for f in [duplicates_flag(table)] if table is not None and f]),
+             *law.flags]
     d = law.to_dict(predict_at=targets)
+    d["flags"] = [f.to_dict() for f in flags]
     d["compute"] = args.compute
     if pure is not None:
         d["pure_power_law"] = {"A": pure.A, "alpha": pure.alpha, "sse": pure.sse, "rmse": pure.rmse}
@@ -283,6 +312,7 @@ def run_loss_law(args) -> int:
     if args.json:
         _print_json(d)
         _note(note)
+        _warn_flags(flags)
         return 0
     form = "E + A·C^-alpha" if law.asymptote else "A·C^-alpha"
     print(f"loss law L*(C) = {form} on {law.n_points} optima of {args.metric!r}"
@@ -305,6 +335,7 @@ def run_loss_law(args) -> int:
         for r in d["off_optimal"]["table"]:
             print(f"{r['flops']:>10.3g} {r['s']:>6.3g} {r['loss_gap']:>10.4g} {100 * r['extra_compute']:>13.1f}%")
     _note(note)
+    _warn_flags(flags)
     if args.plot:
         print(f"plot: {args.plot}")
     return 0
@@ -341,6 +372,9 @@ def run_backtest(args) -> int:
         plot_backtest(bt, args.plot)
     for n in bt.notes:
         _note(n)
+    from delphi.fit.runs_table import duplicates_flag
+
+    _warn_flags([duplicates_flag(table)])
     if args.json:
         _print_json(bt.to_dict())
         _note(excluded_note(table))
@@ -386,7 +420,7 @@ def run_backtest(args) -> int:
 def run_parametric(args) -> int:
     from delphi.errors import DelphiError
     from delphi.fit.parametric import PARAM_NAMES, fit_parametric
-    from delphi.fit.runs_table import excluded_note, load_runs_table
+    from delphi.fit.runs_table import duplicates_flag, excluded_note, load_runs_table
 
     optimal = _floats(args.optimal, "--optimal")
     _check_positive(optimal, "--optimal")
@@ -400,14 +434,21 @@ def run_parametric(args) -> int:
 
         plot_parametric(fit, table["params"].to_numpy(float), table["tokens"].to_numpy(float),
                         table[args.metric].to_numpy(float), args.plot, metric=args.metric)
+    flags = [f for f in [duplicates_flag(table), *fit.flags] if f is not None]
     d = fit.to_dict()
+    d["flags"] = [f.to_dict() for f in flags]
     if optimal:
+        if any(f.code == "exponent_not_positive" for f in fit.flags):
+            _warn_flags(flags)
+            raise DelphiError("--optimal: the fit has an exponent <= 0 (see the warning above), so it has no "
+                              "compute-optimal allocation; fix the runs first")
         N, D = fit.compute_optimal(optimal)
         d["compute_optimal"] = [{"flops": c, "params": float(n), "tokens": float(t), "loss": float(fit.predict(n, t))}
                                 for c, n, t in zip(optimal, N, D)]
     if args.json:
         _print_json(d)
         _note(excluded_note(table))
+        _warn_flags(flags)
         return 0
     print(f"L(N, D) = E + A/N^alpha + B/D^beta on {fit.n_runs} runs of {args.metric!r}")
     ci = fit.ci
@@ -421,6 +462,7 @@ def run_parametric(args) -> int:
     for r in d.get("compute_optimal", []):
         print(f"  C = {r['flops']:.3g}: N* = {r['params']:.4g}, D* = {r['tokens']:.4g}, L = {r['loss']:.4f}")
     _note(excluded_note(table))
+    _warn_flags(flags)
     if args.plot:
         print(f"plot: {args.plot}")
     return 0

@@ -1,6 +1,6 @@
 """Fit health: is the fit a forecast is about to be registered from fit to extrapolate?
 
-Five checks, each "pass" or "warn" (a check that cannot be computed warns with the reason).
+Six checks, each "pass" or "warn" (a check that cannot be computed warns with the reason).
 A warning never stops pre-registration: it is recorded with the forecast (fit.json, the ledger
 entry) and shown by `delphi run`, `delphi check` and the report, with what to change.
 
@@ -24,6 +24,12 @@ entry) and shown by `delphi run`, `delphi check` and the report, with what to ch
    the grid's own largest budget: |residual| <= 1% at the largest factor available, and the actual
    inside its interval. A law that misses a budget 2–3× past its data by more than 1% will not
    land within 1–2% at 10–30×; an actual outside the interval means the interval is too narrow.
+6. data — the fits raised no flag of their own (`delphi.fit.flags`): no repeated runs removed
+   from the table, an allocation law whose optima grow with compute, optima that fall from each
+   budget to the next, a loss law whose E and alpha the data determine. (A bucket without an
+   optimum, flat curves included, is the bracketing check's.)
+
+`FitHealth.to_dict()["flags"]` lists every flag code of the fit and its buckets: what tools read.
 """
 
 from __future__ import annotations
@@ -51,11 +57,11 @@ THRESHOLDS = {"min_side_runs": MIN_SIDE_RUNS, "min_decades": MIN_DECADES, "slope
 
 @dataclass(frozen=True)
 class Check:
-    name: str  # bracketing | range | slope | leave-one-out | backtest
+    name: str  # bracketing | range | slope | leave-one-out | backtest | data
     status: str  # pass | warn
     summary: str  # one line: what was measured
     advice: str | None = None  # what to change, when it warns
-    kind: str = "budgets"  # what the advice changes: "widths" or "budgets"
+    kind: str = "budgets"  # what the advice changes: "data", "widths" or "budgets"
     detail: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -66,6 +72,7 @@ class Check:
 @dataclass(frozen=True)
 class FitHealth:
     checks: tuple[Check, ...]
+    flags: tuple[str, ...] = ()  # every flag code of the fit and its buckets (`delphi.fit.flags`)
 
     @property
     def status(self) -> str:
@@ -76,17 +83,18 @@ class FitHealth:
         return [f"{c.name}: {c.summary}" for c in self.checks if c.status == "warn"]
 
     def advice(self, max_lines: int = 2) -> list[str]:
-        """What to change, at most `max_lines` plain lines: the grid's widths first (a vertex off
-        its runs makes every other check meaningless), then its budgets."""
+        """What to change, at most `max_lines` plain lines: the data first (repeated or rising
+        runs), then the grid's widths (a vertex off its runs makes every other check meaningless),
+        then its budgets."""
         lines = []
-        for kind in ("widths", "budgets"):
+        for kind in ("data", "widths", "budgets"):
             a = next((c.advice for c in self.checks if c.status == "warn" and c.kind == kind and c.advice), None)
             if a:
                 lines.append(a)
         return lines[:max_lines]
 
     def to_dict(self) -> dict:
-        return {"status": self.status, "warnings": self.warnings, "advice": self.advice(),
+        return {"status": self.status, "warnings": self.warnings, "advice": self.advice(), "flags": list(self.flags),
                 "checks": [c.to_dict() for c in self.checks], "thresholds": dict(THRESHOLDS)}
 
 
@@ -261,9 +269,31 @@ def _backtest(table, metric: str, n_used: int, bootstrap: int, seed: int, comput
                         "grid's own largest budget")
 
 
+# What to change for each fit-level flag (`delphi.fit.flags`), in the data check's advice.
+_FLAG_ADVICE = {
+    "duplicate_runs": "remove the repeated rows from the runs table",
+    "allocation_implausible": "check each budget's curve (`delphi fit isoflop`): flat or off-centre curves give "
+                              "optima that do not follow a law",
+    "loss_rises": "re-check the budgets where the optimum rises (their curves and runs) before trusting the law",
+    "asymptote_at_data": "add budgets above the largest: the optima do not yet show where the loss levels off",
+    "alpha_at_bound": "check the optima against the law (`delphi fit loss-law --plot`): they do not follow "
+                      "E + A·C^-alpha",
+}
+
+
+def _data(iso, law) -> Check:
+    flags = [*iso.flags, *(law.flags if law is not None else ())]
+    detail = {"flags": [f.to_dict() for f in flags]}
+    if not flags:
+        return Check("data", "pass", "no repeated runs, the optima fall with compute and determine the law",
+                     kind="data", detail=detail)
+    advice = "; ".join(dict.fromkeys(_FLAG_ADVICE[f.code] for f in flags if f.code in _FLAG_ADVICE))
+    return Check("data", "warn", "; ".join(f.text for f in flags), advice=advice or None, kind="data", detail=detail)
+
+
 def fit_health(iso, law, *, table=None, metric: str = "loss", target_compute: float | None = None,
                factor: float | None = None, bootstrap: int = 1000, seed: int = 0) -> FitHealth:
-    """The five checks (module docstring) of an IsoFLOP fit `iso` and the loss law `law` fitted
+    """The six checks (module docstring) of an IsoFLOP fit `iso` and the loss law `law` fitted
     through its optima, for a forecast at `target_compute` (in `iso.compute`) that is `factor`
     times the largest fitted budget. `table`: the runs, for the backtest."""
     used = iso.used
@@ -273,8 +303,10 @@ def fit_health(iso, law, *, table=None, metric: str = "loss", target_compute: fl
     checks = [_bracketing(iso), _range(budgets, factor), _slope(budgets, C, L),
               _loo(law, budgets, target_compute) if law is not None else
               Check("leave-one-out", "warn", "no loss law was fitted", advice="add budgets"),
-              _backtest(table, metric, len(used), bootstrap, seed, iso.compute)]
-    return FitHealth(tuple(checks))
+              _backtest(table, metric, len(used), bootstrap, seed, iso.compute), _data(iso, law)]
+    from delphi.fit.flags import codes
+
+    return FitHealth(tuple(checks), tuple(codes([*iso.flag_codes(), *(law.flags if law is not None else ())])))
 
 
 def health_lines(health: dict, *, advice: bool = True) -> list[str]:
@@ -284,9 +316,11 @@ def health_lines(health: dict, *, advice: bool = True) -> list[str]:
         return []
     warns = health.get("warnings") or []
     if health.get("status") != "warn" or not warns:
-        return ["fit health: pass (vertices bracketed, range, slope, leave-one-out, backtest)"]
+        return ["fit health: pass (vertices bracketed, range, slope, leave-one-out, backtest, data)"]
     lines = [f"fit health: WARN ({len(warns)} check{'s' if len(warns) > 1 else ''}); the forecast is registered "
              "regardless"] + [f"  - {w}" for w in warns]
     if advice:
         lines += [f"  to change: {a}" for a in health.get("advice") or []]
+    if health.get("flags"):
+        lines.append(f"  flags: {', '.join(str(f) for f in health['flags'])}")
     return lines

@@ -6,9 +6,13 @@
    reweighted least squares with Huber weights, threshold 1.345·sigma, sigma = 1.4826·MAD of the
    residuals (or a fixed `huber_delta`). Vertex x* = -b/(2a) gives D* = 10^x*, L* = c - b^2/(4a);
    N* is interpolated in log-log space between the bucket's runs at D* (linear extrapolation
-   from the end segments outside them). Skipped with a reason: fewer than 3 runs or distinct
-   token counts, a <= 0 (no minimum). Flagged: vertex outside the bucket's token range.
-3. Allocation laws by least squares in log-log space: D*(C) = A·C^alpha, N*(C) = G·C^a.
+   from the end segments outside them). Skipped with a reason and a flag (`delphi.fit.flags`):
+   fewer than 3 runs or distinct token counts (`too_few_runs`), a <= 0 (`no_minimum`), a
+   curvature not distinguishable from the runs' noise (`flat_curve`: the vertex of a flat curve
+   is noise). Flagged: vertex outside the bucket's token range, or one run on a side of it.
+3. Allocation laws by least squares in log-log space: D*(C) = A·C^alpha, N*(C) = G·C^a; none
+   (flag `no_allocation_law`) with fewer than two buckets that have a minimum, and flagged
+   `allocation_implausible` when D* or N* does not grow with compute.
 4. Off-optimal penalty: training D = s·D* instead of D* costs a·(log10 s)^2 (from the parabola);
    the curvature a is fitted as a power law in C, so the gap extrapolates to any C.
 5. Vertex uncertainty (`IsoFlopFit.bootstrap_optima`): each bucket's runs are resampled with
@@ -24,17 +28,23 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from delphi.errors import DelphiError
+from delphi.fit import flags as F
+from delphi.fit.flags import FLAG_TEXT, Flag  # noqa: F401 - FLAG_TEXT: the codes' text, importable from here too
 
 HUBER_K = 1.345  # 95% efficiency at the normal distribution
 MAX_IRLS = 100
-FLAG_ABOVE = "vertex_above_range"  # optimum beyond the largest token count: grid centred too low
-FLAG_BELOW = "vertex_below_range"  # optimum below the smallest token count: grid centred too high
-# Inside the range but with a single run on one side of it: the vertex rests on that run and the
-# curvature of the other side (measured on the `micro` benchmark: 2.2% below every run at 6e10).
-FLAG_ONE_SIDED = "vertex_one_sided"
-FLAG_TEXT = {FLAG_ABOVE: "optimum beyond the largest token count (grid off-centre; vertex extrapolated)",
-             FLAG_BELOW: "optimum below the smallest token count (grid off-centre; vertex extrapolated)",
-             FLAG_ONE_SIDED: "only one run on one side of the optimum (vertex poorly bracketed)"}
+FLAG_ABOVE, FLAG_BELOW, FLAG_ONE_SIDED = F.VERTEX_ABOVE, F.VERTEX_BELOW, F.VERTEX_ONE_SIDED
+# A curve is flat when the 95% confidence interval of its curvature a includes 0 (t = a/se(a)
+# below the two-sided 97.5% quantile of Student's t), or when the parabola's depth across the runs
+# is below FLAT_RTOL of the loss (equal losses: a is float round-off, of either sign). The noise
+# behind se(a) is the bucket's own residual scale when it has >= MIN_OWN_DOF residual degrees of
+# freedom (7 runs); a bucket of 4-6 runs leaves 1-3, too few to judge its curvature by, and takes
+# the table's: the median of its buckets' residual scales (seed noise is a property of the training
+# setup; the median, because a bucket whose runs span more than a parabola fits has a large
+# residual that is misfit, not noise). Without either, only the FLAT_RTOL test applies.
+CURVATURE_CONFIDENCE = 0.95
+FLAT_RTOL = 1e-9
+MIN_OWN_DOF = 4
 
 
 @dataclass(frozen=True)
@@ -86,10 +96,22 @@ class BucketFit:
     # planned budget for "total", else the compute of the optimal shape at D* (interpolated).
     optimal_compute: float = math.nan
     widths: tuple[float, ...] = ()  # the runs' hidden sizes, when the table has them (for advice)
+    # The curvature test (`FLAT_RTOL`, `CURVATURE_CONFIDENCE`): standard error of a, the noise
+    # (residual standard deviation) it rests on and that noise's degrees of freedom (0: untested).
+    curvature_se: float = math.nan
+    noise_sd: float = math.nan
+    noise_dof: int = 0
 
     @property
     def usable(self) -> bool:
         return self.skipped is None
+
+    @property
+    def curvature_t(self) -> float:
+        """a / se(a): how many standard errors the curvature stands above zero (NaN: untested)."""
+        if self.coeffs is None or not self.curvature_se >= 0:
+            return math.nan
+        return self.coeffs[0] / self.curvature_se if self.curvature_se > 0 else math.copysign(math.inf, self.coeffs[0])
 
     def predict(self, tokens):
         """The fitted parabola's loss at `tokens`."""
@@ -103,20 +125,31 @@ class BucketFit:
         """Loss gap between training D = s·D* and D* (same bucket): a·(log10 s)^2."""
         return self.coeffs[0] * np.log10(np.asarray(s, dtype=float)) ** 2
 
+    def curvature_dict(self) -> dict | None:
+        if self.coeffs is None:
+            return None
+        t = self.curvature_t
+        return {"a": self.coeffs[0], "se": None if math.isnan(self.curvature_se) else self.curvature_se,
+                "t": None if math.isnan(t) else t, "noise_sd": None if math.isnan(self.noise_sd) else self.noise_sd,
+                "noise_dof": self.noise_dof}
+
     def to_dict(self) -> dict:
         d = {"flops": self.flops, "n_runs": self.n_runs}
         if self.usable:
             d.update(optimal_tokens=self.optimal_tokens, optimal_params=self.optimal_params,
                      optimal_loss=self.optimal_loss, optimal_compute=self.optimal_compute, flags=list(self.flags),
                      runs_below_optimum=self.n_below, runs_above_optimum=self.n_above,
-                     parabola={"a": self.coeffs[0], "b": self.coeffs[1], "c": self.coeffs[2], "x": "log10(tokens)"})
+                     parabola={"a": self.coeffs[0], "b": self.coeffs[1], "c": self.coeffs[2], "x": "log10(tokens)"},
+                     curvature=self.curvature_dict())
         else:
-            d["reason"] = self.skipped
+            d.update(reason=self.skipped, flags=list(self.flags))
+            if self.coeffs is not None:
+                d["curvature"] = self.curvature_dict()
         return d
 
 
-def huber_parabola(x: np.ndarray, y: np.ndarray, delta: float | None = None) -> tuple[float, float, float]:
-    """Robust fit y = a x^2 + b x + c by IRLS with Huber weights; returns (a, b, c)."""
+def _huber_irls(x: np.ndarray, y: np.ndarray, delta: float | None = None):
+    """IRLS with Huber weights on the centred design; -> (centred coefficients, design X, weights)."""
     xm = float(np.mean(x))
     X = np.stack([(x - xm) ** 2, x - xm, np.ones_like(x)], axis=1)  # centred for conditioning
     w = np.ones_like(y)
@@ -132,8 +165,43 @@ def huber_parabola(x: np.ndarray, y: np.ndarray, delta: float | None = None) -> 
         if np.max(np.abs(w_new - w)) < 1e-10:
             break
         w = w_new
+    return coef, X, w
+
+
+def huber_parabola(x: np.ndarray, y: np.ndarray, delta: float | None = None) -> tuple[float, float, float]:
+    """Robust fit y = a x^2 + b x + c by IRLS with Huber weights; returns (a, b, c)."""
+    return _uncentre(_huber_irls(x, y, delta)[0], float(np.mean(x)))
+
+
+def _uncentre(coef, xm: float) -> tuple[float, float, float]:
     a, bc, cc = coef  # a(x-m)^2 + b'(x-m) + c' -> a x^2 + (b' - 2am) x + (a m^2 - b' m + c')
     return float(a), float(bc - 2 * a * xm), float(a * xm * xm - bc * xm + cc)
+
+
+def bucket_noise(tokens, loss, huber_delta: float | None = None) -> tuple[float, int]:
+    """(residual standard deviation, residual degrees of freedom) of one bucket's Huber parabola
+    (residuals weighted by their Huber weights); (nan, 0) when it leaves no residual."""
+    x = np.log10(np.asarray(tokens, dtype=float))
+    y = np.asarray(loss, dtype=float)
+    if len(x) <= 3 or len(np.unique(x)) < 3:
+        return math.nan, 0
+    coef, X, w = _huber_irls(x, y, huber_delta)
+    r = y - X @ coef
+    return math.sqrt(float(np.sum(w * r * r)) / (len(x) - 3)), len(x) - 3
+
+
+def table_noise(shares: list[tuple[float, int]]) -> tuple[float, int] | None:
+    """The table's noise from its buckets' `bucket_noise`: (median residual sd, total degrees of
+    freedom), or None when no bucket leaves a residual."""
+    sds = [sd for sd, dof in shares if dof > 0]
+    return (float(np.median(sds)), sum(dof for _, dof in shares)) if sds else None
+
+
+def _t_quantile(p: float, dof: int) -> float:
+    """Student's t quantile (scipy.special: a fraction of scipy.stats' import time)."""
+    from scipy.special import stdtrit
+
+    return float(stdtrit(dof, p))
 
 
 def _interp_loglog(x0: float, xs: np.ndarray, ys: np.ndarray) -> float:
@@ -157,21 +225,45 @@ def _interp_loglog(x0: float, xs: np.ndarray, ys: np.ndarray) -> float:
 
 
 def fit_bucket(flops: float, tokens, params, loss, huber_delta: float | None = None, *, compute=None,
-               widths=None) -> BucketFit:
+               widths=None, noise: tuple[float, int] | None = None) -> BucketFit:
     """One bucket's parabola and vertex. compute: each run's compute in the fit's definition
     (None: total FLOPs, and the optimum's compute is the bucket's `flops`); widths: the runs'
-    hidden sizes (reported in advice about off-centre grids)."""
+    hidden sizes (reported in advice about off-centre grids); noise: the table's (`table_noise`),
+    for the curvature test of a bucket with too few runs to measure its own (`MIN_OWN_DOF`)."""
     D, N, L = (np.asarray(v, dtype=float) for v in (tokens, params, loss))
     base = dict(flops=float(flops), n_runs=len(D), tokens=tuple(D), params=tuple(N), loss=tuple(L),
                 widths=tuple(float(w) for w in widths) if widths is not None else ())
     if len(D) < 3:
-        return BucketFit(**base, skipped=f"fewer than 3 runs ({len(D)})")
+        return BucketFit(**base, skipped=f"fewer than 3 runs ({len(D)})", flags=(F.TOO_FEW_RUNS,))
     x = np.log10(D)
     if len(np.unique(x)) < 3:
-        return BucketFit(**base, skipped=f"fewer than 3 distinct token counts ({len(np.unique(x))})")
-    a, b, c = huber_parabola(x, L, huber_delta)
+        return BucketFit(**base, skipped=f"fewer than 3 distinct token counts ({len(np.unique(x))})",
+                         flags=(F.TOO_FEW_RUNS,))
+    coef, X, w = _huber_irls(x, L, huber_delta)
+    a, b, c = _uncentre(coef, float(np.mean(x)))
+    dof = len(x) - 3
+    sd = math.sqrt(float(np.sum(w * (L - X @ coef) ** 2)) / dof) if dof > 0 else math.nan  # = bucket_noise
+    if dof < MIN_OWN_DOF:
+        sd, dof = noise if noise is not None and noise[1] > 0 else (math.nan, 0)
+    se = math.nan
+    if dof > 0:
+        cov = np.linalg.pinv(X.T @ (w[:, None] * X))
+        se = sd * math.sqrt(max(float(cov[0, 0]), 0.0))
+    stats = dict(curvature_se=se, noise_sd=sd, noise_dof=int(dof))
+    depth = a * ((x.max() - x.min()) / 2) ** 2  # the parabola's rise from its vertex to the runs' edges
+    if not abs(depth) > FLAT_RTOL * float(np.abs(L).max()):
+        return BucketFit(**base, coeffs=(a, b, c), skipped=f"flat: the loss does not change across the runs "
+                         f"(depth {depth:.2g})", flags=(F.FLAT_CURVE,), **stats)
     if not a > 0:
-        return BucketFit(**base, coeffs=(a, b, c), skipped=f"parabola opens downward (a = {a:.3g} <= 0): no minimum")
+        return BucketFit(**base, coeffs=(a, b, c), skipped=f"parabola opens downward (a = {a:.3g} <= 0): no minimum",
+                         flags=(F.NO_MINIMUM,), **stats)
+    if dof > 0:
+        t, t_min = (a / se if se > 0 else math.inf), _t_quantile(0.5 + CURVATURE_CONFIDENCE / 2, dof)
+        if not t > t_min:
+            return BucketFit(**base, coeffs=(a, b, c), skipped=(
+                f"flat: the curve's depth across its runs ({depth:.2g}) is not distinguishable from the runs' "
+                f"noise ({sd:.2g}; curvature a = {a:.3g} ± {se:.2g}, t = {t:.2f} < {t_min:.2f})"),
+                flags=(F.FLAT_CURVE,), **stats)
     xs = -b / (2 * a)
     flags = (FLAG_ABOVE,) if xs > x.max() else (FLAG_BELOW,) if xs < x.min() else ()
     n_below, n_above = int(np.sum(x < xs)), int(np.sum(x > xs))
@@ -183,7 +275,7 @@ def fit_bucket(flops: float, tokens, params, loss, huber_delta: float | None = N
     Copt = float(flops) if compute is None else _interp_loglog(Dopt, D, np.asarray(compute, dtype=float) / D) * Dopt
     return BucketFit(**base, coeffs=(a, b, c), optimal_tokens=float(Dopt),
                      optimal_params=_interp_loglog(Dopt, D, N), optimal_loss=float(c - b * b / (4 * a)), flags=flags,
-                     n_below=n_below, n_above=n_above, optimal_compute=Copt)
+                     n_below=n_below, n_above=n_above, optimal_compute=Copt, **stats)
 
 
 def huber_parabolas(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -332,6 +424,13 @@ class IsoFlopFit:
     excluded: dict = field(default_factory=dict)  # status -> runs dropped before fitting
     excluded_flagged: bool = False  # flagged buckets left out of the allocation laws
     compute: str = "total"  # the compute definition of optimal_compute (`delphi.fit.compute`)
+    # The fit's own flags (`delphi.fit.flags`): repeated runs removed, no or an implausible
+    # allocation law. Each bucket carries its own (`BucketFit.flags`); `flag_codes` has both.
+    flags: tuple[Flag, ...] = ()
+
+    def flag_codes(self) -> list[str]:
+        """Every flag code of the fit and its buckets, in order of first appearance."""
+        return F.codes([*self.flags, *(f for b in self.buckets for f in b.flags)])
 
     @property
     def used(self) -> tuple[BucketFit, ...]:
@@ -374,7 +473,8 @@ class IsoFlopFit:
     def predict(self, C) -> tuple[np.ndarray, np.ndarray]:
         """Compute-optimal (N*, D*) at C from the allocation laws."""
         if self.tokens_law is None:
-            raise DelphiError("isoflop: fewer than two usable buckets, so there is no allocation law")
+            why = next((f.text for f in self.flags if f.code == F.NO_ALLOCATION_LAW), "")
+            raise DelphiError(f"isoflop: {why or 'fewer than two usable buckets, so there is no allocation law'}")
         return self.params_law.predict(C), self.tokens_law.predict(C)
 
     def bootstrap_optima(self, n_resamples: int, seed: int = 0) -> np.ndarray:
@@ -405,7 +505,7 @@ class IsoFlopFit:
                 "buckets": [b.to_dict() for b in self.buckets if b.usable],
                 "skipped": [b.to_dict() for b in self.buckets if not b.usable],
                 "allocation": alloc, "excluded_runs": dict(self.excluded),
-                "flagged_buckets_excluded": self.excluded_flagged}
+                "flagged_buckets_excluded": self.excluded_flagged, "flags": [f.to_dict() for f in self.flags]}
         laws = self.allocation_in_compute()
         if laws is not None:
             d["allocation_compute"] = {"tokens": laws[0].to_dict(), "params": laws[1].to_dict(),
@@ -443,13 +543,15 @@ def fit_isoflop(table, metric: str = "loss", *, huber_delta: float | None = None
 
         w = pd.to_numeric(table["hidden_size"], errors="coerce").to_numpy(dtype=float)
         widths = w if np.all(np.isfinite(w)) else None
+    tokens, params, loss = (table[c].to_numpy(float) for c in ("tokens", "params", metric))
+    sels = [keys == k for k in np.unique(keys)]
+    # The noise the curvature test of a bucket with few runs compares with: the table's.
+    pooled = table_noise([bucket_noise(tokens[sel], loss[sel], huber_delta) for sel in sels])
     buckets = []
-    for k in np.unique(keys):
-        sel = keys == k
-        buckets.append(fit_bucket(float(labels[sel][0]), table["tokens"].to_numpy(float)[sel], table["params"].to_numpy(float)[sel],
-                                  table[metric].to_numpy(float)[sel], huber_delta,
+    for sel in sels:
+        buckets.append(fit_bucket(float(labels[sel][0]), tokens[sel], params[sel], loss[sel], huber_delta,
                                   compute=None if run_c is None else run_c[sel],
-                                  widths=None if widths is None else widths[sel]))
+                                  widths=None if widths is None else widths[sel], noise=pooled))
     used = [b for b in buckets if b.usable and not (exclude_flagged and b.flags)]
     tl = pl = None
     if len(used) >= 2:
@@ -458,7 +560,61 @@ def fit_isoflop(table, metric: str = "loss", *, huber_delta: float | None = None
         pl = fit_power_law(C, [b.optimal_params for b in used])
     return IsoFlopFit(metric=metric, buckets=tuple(buckets), tokens_law=tl, params_law=pl,
                       excluded=dict(getattr(table, "attrs", {}).get("excluded", {})), excluded_flagged=exclude_flagged,
-                      compute=compute)
+                      compute=compute, flags=tuple(_fit_flags(table, buckets, used, tl, pl, exclude_flagged)))
+
+
+# Each reason a bucket gives no optimum, and what to change (the text of `no_allocation_law`).
+_NO_OPTIMUM_WHAT = {F.TOO_FEW_RUNS: "fewer than 3 runs of different sizes",
+                    F.FLAT_CURVE: "flat (curvature within the runs' noise)",
+                    F.NO_MINIMUM: "no minimum (the curve opens downward)"}
+_NO_OPTIMUM_FIX = {
+    F.TOO_FEW_RUNS: "each budget needs >= 3 runs of different sizes (a table of one optimum per budget is "
+                    "fitted with `delphi fit loss-law`)",
+    F.FLAT_CURVE: "the loss barely changes across the sizes there: widen the range of widths at those budgets "
+                  "(or add runs) until the curve shows a minimum above its noise",
+    F.NO_MINIMUM: "those curves open downward: check their runs, or widen the widths to reach the minimum",
+}
+
+
+def explain_unused(buckets, exclude_flagged: bool = False) -> str:
+    """Why buckets gave no optimum, grouped by reason, with what to change:
+    'flat (curvature within the runs' noise) at 1e+17, 3e+17; …; widen the range of widths …'
+    ('' when every bucket gave one)."""
+    groups: dict[str, list[float]] = {}
+    for b in buckets:
+        if not b.usable:
+            groups.setdefault(b.flags[0] if b.flags else "", []).append(b.flops)
+        elif exclude_flagged and b.flags:
+            groups.setdefault("excluded", []).append(b.flops)
+    parts, fixes = [], []
+    for code, fl in groups.items():
+        what = ("flagged and left out (--exclude-flagged)" if code == "excluded"
+                else _NO_OPTIMUM_WHAT.get(code, "no optimum"))
+        parts.append(f"{what} at {', '.join(f'{c:.3g}' for c in fl)}")
+        if code in _NO_OPTIMUM_FIX:
+            fixes.append(_NO_OPTIMUM_FIX[code])
+    return "; ".join(parts + fixes)
+
+
+def _fit_flags(table, buckets, used, tokens_law, params_law, exclude_flagged: bool) -> list[Flag]:
+    from delphi.fit.runs_table import duplicates_flag
+
+    dup = duplicates_flag(table)
+    out = [dup] if dup is not None else []
+    if len(used) < 2:
+        why = explain_unused(buckets, exclude_flagged)
+        text = (f"no allocation law: {len(used)} of {len(buckets)} budget{'s' if len(buckets) != 1 else ''} "
+                f"give{'s' if len(used) == 1 else ''} an optimum and the law needs 2" + (f": {why}" if why else ""))
+        out.append(Flag(F.NO_ALLOCATION_LAW, text, {"budgets_with_optimum": [b.flops for b in used]}))
+    elif tokens_law.alpha <= 0 or params_law.alpha <= 0:
+        which = [f"{name} ∝ C^{law.alpha:.3f}" for name, law in (("D*", tokens_law), ("N*", params_law))
+                 if law.alpha <= 0]
+        out.append(Flag(F.ALLOCATION_IMPLAUSIBLE,
+                        f"the allocation law is implausible: {', '.join(which)} (the optimal "
+                        f"{'tokens' if tokens_law.alpha <= 0 else 'model size'} shrinks as compute grows); the "
+                        f"optima do not follow a law, check each budget's curve (`delphi fit isoflop`)",
+                        {"tokens_alpha": tokens_law.alpha, "params_alpha": params_law.alpha}))
+    return out
 
 
 def fit_law_on_optima(iso: IsoFlopFit, *, bootstrap: int = 2000, seed: int = 0, confidence: float = 0.95,
@@ -475,6 +631,9 @@ def fit_law_on_optima(iso: IsoFlopFit, *, bootstrap: int = 2000, seed: int = 0, 
                             asymptote=asymptote, optima_resamples=vert)
     except DelphiError as e:
         why = iso.explain_off_centre()
+        unused = explain_unused(iso.buckets, iso.excluded_flagged)
+        if not why and unused:
+            raise DelphiError(f"{e}; {len(opt['loss'])} of {len(iso.buckets)} budgets gave an optimum: {unused}") from None
         if not why:
             raise
         raise DelphiError(f"loss law: not fitted because {why}. Those vertices are extrapolated past the grid, so "

@@ -49,6 +49,8 @@ import numpy as np
 
 from delphi.errors import DelphiError
 from delphi.fit import bootstrap as bs
+from delphi.fit import flags as F
+from delphi.fit.flags import Flag
 
 ALPHA_MIN, ALPHA_MAX, ALPHA_GRID_SIZE, ALPHA_XTOL = 1e-3, 3.0, 241, 1e-10
 MIN_BOOTSTRAP_POINTS = 4  # the 3-parameter law needs a residual degree of freedom to resample
@@ -136,6 +138,9 @@ class LossLaw:
     bootstrap_noise: np.ndarray | None = field(default=None, repr=False)  # [n_boot]
     bootstrap_values: np.ndarray | None = field(default=None, repr=False)  # [n_boot, n_points]
     vertex_resampling: bool = False
+    # What is doubtful about the fit (`delphi.fit.flags`): the metric rising between budgets, E at
+    # the lowest optimum, alpha at the edge of its search range.
+    flags: tuple[Flag, ...] = ()
 
     def predict(self, C) -> np.ndarray:
         C = np.asarray(C, dtype=float)
@@ -201,7 +206,8 @@ class LossLaw:
              "interval": ("prediction interval: law refitted to resampled residuals"
                           + (" and resampled IsoFLOP vertices" if self.vertex_resampling else "")
                           + ", plus one new optimum's noise"),
-             "seed": self.seed, "note": self.note, "points": [{"flops": c, "loss": v} for c, v in zip(self.flops, self.values)]}
+             "seed": self.seed, "note": self.note, "points": [{"flops": c, "loss": v} for c, v in zip(self.flops, self.values)],
+             "flags": [f.to_dict() for f in self.flags]}
         if predict_at is not None:
             d["predictions"] = self.predictions(predict_at)
         return d
@@ -305,9 +311,35 @@ def fit_loss_law(flops, loss, *, bootstrap: int = 2000, seed: int = 0, confidenc
     E_top = bool(asymptote and E[0] >= e_max * (1 - 1e-12))
     status = ("alpha at the edge of the search range [%g, %g]" % (ALPHA_MIN, ALPHA_MAX) if at_bound[0]
               else "alpha bracketed to relative width %g" % ALPHA_XTOL)
+    flags = rises_flags(C, y, "loss law")
+    if E_top:
+        flags.append(Flag(F.ASYMPTOTE_AT_DATA, f"the asymptote E = {E[0]:.5g} reached the lowest point "
+                          f"({y.min():.5g}): the data do not fix E; the forecast leans on that point"))
+    if at_bound[0]:
+        flags.append(Flag(F.ALPHA_AT_BOUND, f"alpha = {al[0]:.4g} sits at the edge of its search range "
+                          f"[{ALPHA_MIN:g}, {ALPHA_MAX:g}]: the points do not follow E + A·C^-alpha"))
     return LossLaw(E=float(E[0]), A=float(A0[0] * c0 ** al[0]), alpha=float(al[0]), sse=float(sse[0]),
                    rmse=float(math.sqrt(sse[0] / len(y))), n_points=len(y), asymptote=asymptote,
                    converged=not bool(at_bound[0]), status=status, E_at_upper_bound=E_top,
                    flops=tuple(map(float, C)), values=tuple(map(float, y)), confidence=confidence,
                    bootstrap_params=boot, loo_params=loo, seed=seed, note="; ".join(notes) or None,
-                   bootstrap_noise=noise, bootstrap_values=values, vertex_resampling=delta is not None)
+                   bootstrap_noise=noise, bootstrap_values=values, vertex_resampling=delta is not None,
+                   flags=tuple(flags))
+
+
+def rises_flags(flops, values, what: str) -> list[Flag]:
+    """[`loss_rises` Flag] when the metric at a budget is above the one at the next lower budget
+    (points of one compute averaged), else []. The loss law refuses a metric whose overall trend
+    rises; this catches the budgets where it does while the trend still falls."""
+    C, y = np.asarray(flops, dtype=float), np.asarray(values, dtype=float)
+    u = np.unique(C)
+    m = np.array([y[C == c].mean() for c in u])
+    up = np.flatnonzero(np.diff(m) > 0)
+    if not up.size:
+        return []
+    pairs = [f"{m[i + 1]:.4g} at {u[i + 1]:.3g} > {m[i]:.4g} at {u[i]:.3g}" for i in up[:3]]
+    more = f" and {up.size - 3} more" if up.size > 3 else ""
+    return [Flag(F.LOSS_RISES, f"{what}: the metric rises with compute ({'; '.join(pairs)}{more}); a rise means a "
+                 "bad budget (an off-centre or flat curve, a failed run) — check those budgets",
+                 {"rises": [{"flops_low": float(u[i]), "flops_high": float(u[i + 1]), "low": float(m[i]),
+                             "high": float(m[i + 1])} for i in up]})]

@@ -28,6 +28,8 @@ import numpy as np
 
 from delphi.errors import DelphiError
 from delphi.fit import bootstrap as bs
+from delphi.fit import flags as F
+from delphi.fit.flags import Flag
 from delphi.fit.lbfgs import STATUS_TEXT, minimize_batched
 
 PARAM_NAMES = ("E", "A", "B", "alpha", "beta")
@@ -37,6 +39,10 @@ PARAM_NAMES = ("E", "A", "B", "alpha", "beta")
 # of the law has vanished, far above the best objective. The best start is then polished tightly.
 GRID_GTOL, GRID_FTOL, GRID_MAX_ITER = 1e-6, 1e-9, 300
 POLISH_GTOL, POLISH_FTOL = 1e-12, 1e-15
+
+# An exponent above this is flagged: published fits of L(N, D) put alpha and beta between ~0.05
+# (Kaplan et al.) and ~0.7; 1 would mean the reducible loss falls faster than 1/N.
+EXPONENT_MAX = 1.0
 
 # Chinchilla's (and Epoch's) grid of initial values for (a, b, e, alpha, beta).
 CHINCHILLA_GRID = {
@@ -115,6 +121,9 @@ class ParametricFit:
     confidence: float = 0.95
     bootstrap_params: np.ndarray | None = field(default=None, repr=False)  # [n_boot, 5] (E, A, B, alpha, beta)
     n_bootstrap_converged: int = 0
+    # What is doubtful (`delphi.fit.flags`): exponents <= 0 or above EXPONENT_MAX, losses that
+    # rise with compute.
+    flags: tuple[Flag, ...] = ()
 
     def predict(self, N, D) -> np.ndarray:
         N, D = np.asarray(N, dtype=float), np.asarray(D, dtype=float)
@@ -157,8 +166,31 @@ class ParametricFit:
                  confidence=self.confidence,
                  n_bootstrap=0 if self.bootstrap_params is None else int(len(self.bootstrap_params)),
                  n_bootstrap_converged=self.n_bootstrap_converged,
-                 ci={k: [lo, hi] for k, (lo, hi) in self.ci.items()})
+                 ci={k: [lo, hi] for k, (lo, hi) in self.ci.items()}, flags=[f.to_dict() for f in self.flags])
         return d
+
+
+def parametric_flags(N, D, L, alpha: float, beta: float) -> list[Flag]:
+    """The flags of a fit with exponents (alpha, beta) to runs (N, D, L) (see `ParametricFit.flags`)."""
+    out = []
+    trend = float(np.polyfit(np.log(N * D), np.log(L), 1)[0]) if len(np.unique(N * D)) > 1 else 0.0
+    if trend >= -1e-9:
+        how = "do not change" if abs(trend) <= 1e-9 else "rise"
+        out.append(Flag(F.LOSS_RISES, f"the losses {how} with compute (log L against log N·D: slope {trend:+.3g}); "
+                        "the law assumes loss falls with size and data — check the metric column (fit its "
+                        "negative if it rises with compute) and the runs", {"slope": trend}))
+    bad = [(k, v) for k, v in (("alpha", alpha), ("beta", beta)) if not v > 0]
+    if bad:
+        out.append(Flag(F.EXPONENT_NOT_POSITIVE, f"{' and '.join(f'{k} = {v:.3g}' for k, v in bad)} <= 0: the fitted "
+                        f"loss does not fall with {' or '.join('model size' if k == 'alpha' else 'data' for k, _ in bad)}; "
+                        "the runs do not follow E + A/N^alpha + B/D^beta, and no compute-optimal allocation follows "
+                        "from it", {k: v for k, v in bad}))
+    steep = [(k, v) for k, v in (("alpha", alpha), ("beta", beta)) if v > EXPONENT_MAX]
+    if steep:
+        out.append(Flag(F.EXPONENT_IMPLAUSIBLE, f"{' and '.join(f'{k} = {v:.3g}' for k, v in steep)} above "
+                        f"{EXPONENT_MAX:g}, far steeper than published fits (0.05-0.7): the runs likely span too "
+                        "little of N or D to pin the exponents; treat the fit as unidentified", {k: v for k, v in steep}))
+    return out
 
 
 def _optimal_numeric(fit: ParametricFit, C: np.ndarray, fpt) -> tuple[np.ndarray, np.ndarray]:
@@ -253,4 +285,5 @@ def fit_parametric(params, tokens, loss, *, delta: float = 1e-3, grid: dict | No
                          huber_loss=f_best, delta=delta, n_runs=len(L), n_starts=len(starts),
                          n_starts_at_best=at_best, converged=bool(pol.converged[0]),
                          status=STATUS_TEXT[int(pol.status[0])], confidence=confidence,
-                         bootstrap_params=boot, n_bootstrap_converged=boot_ok)
+                         bootstrap_params=boot, n_bootstrap_converged=boot_ok,
+                         flags=tuple(parametric_flags(N, D, L, float(al), float(be))))

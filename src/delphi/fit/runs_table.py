@@ -9,7 +9,11 @@ in error messages). Nested summaries are flattened: `eval.domains.<d>.loss` -> `
 
 Rows whose status is not "completed" (diverged, failed, ...) are dropped; the counts per status
 are in `df.attrs["excluded"]`. A needed column that is missing, a non-numeric or non-finite
-value, or a non-positive size raises `DelphiError` naming the row and the column.
+value, or a non-positive size or metric raises `DelphiError` naming the row(s) and the column.
+
+Repeated runs (the same run name twice, or the same sizes and metric value to the last digit: a
+copied row) are removed, one row kept, and listed in `df.attrs["duplicates"]` (a fit records
+them as the flag `duplicate_runs`); two rows of one run name that disagree are refused.
 """
 
 from __future__ import annotations
@@ -214,12 +218,117 @@ def validate_table(df, *, metric: str = "loss", require: tuple[str, ...] = SIZE_
                 i = int(nonpos[0])
                 raise DelphiError(f"{where}: {df['source'].iloc[i]}{_name(df, i)}: column {col!r} must be positive, "
                                   f"got {float(df[col].iloc[i])!r}")
+        elif col == metric:
+            nonpos = np.flatnonzero(df[col].to_numpy() <= 0)
+            if nonpos.size:
+                raise DelphiError(f"{where}: {_rows(df, nonpos, col)}: {col!r} must be positive (a loss is > 0); "
+                                  "correct those rows or drop them (for a metric that can be 0 or negative, fit "
+                                  "a positive transform of it)")
     if "budget" in df.columns:
         df["budget"] = pd.to_numeric(df["budget"], errors="coerce")
+    prior = list(df.attrs.get("duplicates") or [])  # removed by an earlier validation of this table
+    df, duplicates = _drop_duplicates(df, metric, where)
+    df.attrs["duplicates"] = prior + duplicates
     df.attrs["excluded"] = excluded
     df.attrs["metric"] = metric
     df.attrs["source"] = where
     return df
+
+
+def _rows(df, idx, col: str, limit: int = 4) -> str:
+    """'row 3 (line 4) (run a) = -1.0, row 7 (line 8) = 0.0 and 2 more' for the rows `idx`."""
+    parts = [f"{df['source'].iloc[int(i)]}{_name(df, int(i))} = {float(df[col].iloc[int(i)])!r}" for i in idx[:limit]]
+    more = f" and {len(idx) - limit} more" if len(idx) > limit else ""
+    return ", ".join(parts) + more
+
+
+def _plain(v):
+    """A numpy scalar as the Python value (so messages read 3.1, not np.float64(3.1))."""
+    return v.item() if hasattr(v, "item") else v
+
+
+def _dup_key(df, i: int, cols: list[str]) -> tuple:
+    out = []
+    for c in cols:
+        v = df[c].iloc[i]
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            pass
+        out.append(None if isinstance(v, float) and math.isnan(v) else v)
+    return tuple(out)
+
+
+def _drop_duplicates(df, metric: str, where: str):
+    """Remove repeated runs; -> (table, [{"kept", "dropped": [...], "name"}]).
+
+    A run is repeated when two rows carry the same run name, or the same compute, size, tokens
+    and metric value to the last digit (a copied row: two trainings never agree to 16 digits).
+    Rows of one name that disagree in any of those values are refused: which one is the run is
+    not for the fit to guess.
+    """
+    cols = [c for c in ("budget", "flops", "params", "tokens") if c in df.columns] + [metric]
+    names = df["name"] if "name" in df.columns else None
+    groups: dict[tuple, list[int]] = {}
+    for i in range(len(df)):
+        n = names.iloc[i] if names is not None else None
+        n = n.strip() if isinstance(n, str) else ""
+        if n:
+            groups.setdefault(("name", n), []).append(i)
+    for (_, n), idx in groups.items():
+        keys = [_dup_key(df, i, cols) for i in idx]
+        if len(set(keys)) > 1:
+            a, b = idx[0], next(i for i, k in zip(idx, keys) if k != keys[0])
+            diff = [c for c, x, y in zip(cols, keys[0], _dup_key(df, b, cols)) if x != y]
+            vals = "; ".join(f"{c} {_plain(df[c].iloc[a])!r} vs {_plain(df[c].iloc[b])!r}" for c in diff[:3])
+            raise DelphiError(f"{where}: run {n!r} appears in {df['source'].iloc[a]} and {df['source'].iloc[b]} "
+                              f"with different values ({vals}); keep one row per run (remove the stale or "
+                              "mixed-in copy)")
+    drop: dict[int, int] = {}  # dropped row -> the row kept in its place
+    for idx in groups.values():
+        for i in idx[1:]:
+            drop[i] = idx[0]
+    seen: dict[tuple, int] = {}
+    for i in range(len(df)):
+        if i in drop:
+            continue
+        k = _dup_key(df, i, cols)
+        if k in seen:
+            drop[i] = seen[k]
+        else:
+            seen[k] = i
+    if not drop:
+        return df, []
+    kept: dict[int, list[int]] = {}
+    for i, j in sorted(drop.items()):
+        kept.setdefault(j, []).append(i)
+    dups = [{"kept": str(df["source"].iloc[j]), "dropped": [str(df["source"].iloc[i]) for i in idx],
+             **({"name": str(names.iloc[j])} if names is not None and isinstance(names.iloc[j], str) else {})}
+            for j, idx in sorted(kept.items())]
+    attrs = dict(df.attrs)
+    out = df.drop(index=df.index[sorted(drop)]).reset_index(drop=True)
+    out.attrs.update(attrs)
+    return out, dups
+
+
+def duplicates_note(df) -> str:
+    """'removed 3 repeated rows (row 36 repeats row 1, ...)' or '' (the note a fit records)."""
+    dups = (getattr(df, "attrs", None) or {}).get("duplicates") or []
+    n = sum(len(d["dropped"]) for d in dups)
+    if not n:
+        return ""
+    pairs = [f"{s} repeats {d['kept']}" for d in dups for s in d["dropped"]]
+    more = f", and {len(pairs) - 3} more" if len(pairs) > 3 else ""
+    return (f"removed {n} repeated row{'s' if n != 1 else ''} (same run name, or the same sizes and "
+            f"{df.attrs.get('metric', 'loss')} to the last digit): " + ", ".join(pairs[:3]) + more)
+
+
+def duplicates_flag(df):
+    """The `duplicate_runs` Flag (`delphi.fit.flags`) of a validated table, or None."""
+    from delphi.fit.flags import DUPLICATE_RUNS, Flag
+
+    note = duplicates_note(df)
+    return Flag(DUPLICATE_RUNS, note, {"duplicates": list(df.attrs.get("duplicates") or [])}) if note else None
 
 
 def _name(df, i: int) -> str:

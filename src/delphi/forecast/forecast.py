@@ -50,11 +50,12 @@ def register(ledger: Ledger, forecast: Forecast, spec: RunSpec, *, runs_table_sh
              fit_settings: dict[str, Any], suite: str, health: dict[str, Any] | None = None) -> dict[str, Any]:
     """Append the forecast with the exact RunSpec it predicts; returns the ledger entry.
 
-    health: the fit-health verdict (`delphi.fit.health`: status, warnings, advice), registered
-    with the forecast so a warning cannot be dropped after the result is known."""
+    health: the fit-health verdict (`delphi.fit.health`: status, warnings, advice, and the fit's
+    flag codes), registered with the forecast so a warning cannot be dropped after the result is known."""
     from delphi.version import code_version
 
-    extra = {} if health is None else {"health": {k: health[k] for k in ("status", "warnings", "advice") if k in health}}
+    extra = {} if health is None else {"health": {k: health[k] for k in ("status", "warnings", "advice", "flags")
+                                                  if k in health}}
     return ledger.append({**extra,
         "kind": "forecast",
         "suite": suite,

@@ -106,11 +106,9 @@ def _coeffs(b: Any) -> tuple[float, float, float] | None:
 
 def _flag_text(code: str) -> str:
     """The fitting area's explanation of a flag code, or the code made readable."""
-    try:
-        from delphi.fit.isoflop import FLAG_TEXT
-    except ImportError:
-        FLAG_TEXT = {}
-    return FLAG_TEXT.get(code, code.replace("_", " "))
+    from delphi.fit.flags import flag_text
+
+    return flag_text(code)
 
 
 def _bucket(b: Any) -> Bucket | None:

@@ -83,10 +83,12 @@ def _health_blocks(suite: Suite, table: bool = False) -> list:
                               "forecast in the ledger.")] if rows else []
     if h.get("status") != "warn":
         return [Note("Fit health: every check passed (vertices bracketed, fit range, slope stability, "
-                     "leave-one-out spread, backtest).", "ok")]
+                     "leave-one-out spread, backtest, data).", "ok")]
     warns = "; ".join(str(w) for w in h.get("warnings") or [])
     advice = " ".join(f"To change: {a}." for a in h.get("advice") or [])
-    return [Note(f"Fit health WARNS — the forecast was registered regardless: {warns}. {advice}".strip(), "warn")]
+    flags = f" Flags: {', '.join(f'`{f}`' for f in h['flags'])}." if h.get("flags") else ""
+    return [Note(f"Fit health WARNS — the forecast was registered regardless: {warns}. {advice}".strip() + flags,
+                 "warn")]
 
 
 def _missing_notes(suite: Suite, view) -> list:
@@ -118,15 +120,16 @@ def _bucket_table(view) -> Table:
     rows, cls = [], []
     for b in sorted(view.buckets, key=lambda b: b.flops):
         flags = ", ".join(b.flags) if b.flags else ""
-        if b.skipped and b.optimal_loss is None:
-            flags = (flags + "; " if flags else "") + f"skipped: {b.skipped}"
+        if b.skipped and b.optimal_loss is None:  # the reason names what the flag does, with the numbers
+            flags = f"skipped: {b.skipped}"
         rows.append([fmt.pretty_flops(b.flops), fmt.dash(b.n_runs), fmt.short(b.optimal_tokens),
                      fmt.short(b.optimal_params), fmt.fixed(b.optimal_loss), flags or "–"])
         cls.append("bad" if flags else "")
     return Table(["budget C (FLOPs)", "runs", "D* (tokens)", "N* (params)", "L*", "flags"], rows,
                  numeric=[True, True, True, True, True, False], row_class=cls,
                  caption="Vertex of each budget's parabola. A flag means the optimum lies at or outside the edge of "
-                         "the grid's token range, so it is extrapolated from one side.")
+                         "the grid's token range, so it is extrapolated from one side; a budget is skipped when it has "
+                         "fewer than 3 runs, no minimum, or a curvature not distinguishable from its runs' noise.")
 
 
 def _seed_spread_table(suite: Suite) -> list:

@@ -191,10 +191,12 @@ def fit_suite(suite: SuiteSpec, runs_csv: Path) -> dict[str, Any]:
     iso = fit_isoflop(table, metric=suite.fit_metric, compute=suite.fit_compute)
     optima = iso.optima()
     if len(optima["flops"]) < 3:
+        from delphi.fit.isoflop import explain_unused
+
         why = iso.explain_off_centre()
         raise DelphiError(f"only {len(optima['flops'])} IsoFLOP bucket(s) gave an optimum; the loss law needs 3 "
                           + (f"({why}; re-centre the widths there)" if why else
-                             "(see fit.json for each bucket's reason; widen the grid or fix failed runs)"))
+                             f"({explain_unused(iso.buckets) or 'widen the grid or fix failed runs'})"))
     # The vertices' own uncertainty (each bucket's runs resampled) enters the law's interval.
     law = fit_law_on_optima(iso, bootstrap=suite.bootstrap, seed=suite.fit_seed)
     settings = {"metric": suite.fit_metric, "bootstrap": suite.bootstrap, "seed": suite.fit_seed,
