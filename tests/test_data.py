@@ -373,3 +373,23 @@ def test_resume_equivalence_holds_for_any_shape_and_split_point(prepared):
         assert all(x.tokens.shape == (batch, seq_len + 1) for x in rest)
 
     check()
+
+
+def test_unigram_baseline_scores_validation_windows_by_training_frequencies(prepared):
+    from delphi.data.loader import unigram_baseline
+
+    base = unigram_baseline(prepared, SEQ, 6)
+    V = prepared.tokenizer.vocab_size
+    total = sum(prepared.weights.values())
+    p = np.zeros(V)
+    for d, w in prepared.weights.items():
+        counts = np.bincount(np.asarray(prepared.train[d].tokens, dtype=np.int64), minlength=V)[:V]
+        p += w / total * (counts + 1) / (counts.sum() + V)
+    val = validation_sets(prepared, SEQ, 6)
+    for d in prepared.domains:
+        t = val[d].tokens[:, 1:].numpy()
+        nats = -np.log(p[t]).sum()
+        assert base[f"loss/{d}"] == pytest.approx(nats / t.size)
+        assert base[f"bpb/{d}"] == pytest.approx(nats / val[d].num_bytes / np.log(2))
+        assert 0 < base[f"loss/{d}"] < np.log(V) + 1  # about a uniform guess at most, on held-out text
+    assert base["loss"] == pytest.approx(np.mean([base[f"loss/{d}"] for d in prepared.domains]))

@@ -129,20 +129,23 @@ def test_an_off_centre_grid_names_the_cause_when_the_law_fails():
 
 # ---- the pipeline's pieces, no training ---------------------------------------------------------
 
-def _suite(tmp_path, compute="total"):
+def _suite(tmp_path, compute="total", ceiling=None):
     from delphi.sweep.suite import parse_suite, preset_text
 
-    text = preset_text("tiny").replace('seed = 0\n\n[executor]', f'seed = 0\ncompute = "{compute}"\n\n[executor]')
+    text = preset_text("tiny")
+    assert 'ceiling = "unigram"' in text
+    text = text.replace('ceiling = "unigram"', "" if ceiling is None else f"ceiling = {ceiling}")
+    text = text.replace('\n\n[executor]', f'\ncompute = "{compute}"\n\n[executor]')
     assert f'compute = "{compute}"' in text
     return parse_suite(text, out_dir=str(tmp_path / "suite"))
 
 
-def _grid_table(suite):
+def _grid_table(suite, scale=1.0):
     rows = []
     for spec in suite.grid_specs():
         s, D = spec.shape, spec.tokens
         N = s.num_params
-        loss = 2.0 + 40 / N ** 0.3 + 400 / D ** 0.3
+        loss = 2.0 + scale * (40 / N ** 0.3 + 400 / D ** 0.3)
         rows.append({"name": spec.name, "role": "grid", "status": "completed", "budget": spec.budget,
                      "flops": spec.flops, "params": N, "tokens": D, "hidden_size": s.hidden_size,
                      "num_layers": s.num_layers, "vocab_size": s.vocab_size, "seq_len": s.seq_len, "loss": loss})
@@ -183,6 +186,25 @@ def test_fit_register_check_carry_health_and_compute(tmp_path, compute):
     if entry["health"]["status"] == "warn":
         assert "registered with fit-health warnings" in text
     assert specs[0].name == res["results"][0]["run"]
+
+
+def test_fit_with_a_ceiling_records_its_form_and_h(tmp_path):
+    from delphi.forecast.ledger import Ledger
+    from delphi.sweep.pipeline import fit_suite, register_heldout
+
+    suite = _suite(tmp_path, ceiling=9.5)
+    d = tmp_path / "suite"
+    d.mkdir()
+    csv = d / "fit-input.csv"
+    _grid_table(suite, scale=0.1).to_csv(csv, index=False)
+    fit = fit_suite(suite, csv)
+    rec = fit["record"]
+    assert rec["loss_law"]["ceiling"] == 9.5 and rec["loss_law"]["form"] == "1/(1/H + C^alpha/A)"
+    assert rec["settings"]["ceiling"] == {"H": 9.5, "source": "suite file"}
+    register_heldout(suite, d, fit, progress=False)
+    (entry,) = Ledger(d / "ledger.jsonl").read()
+    assert entry["fit_settings"]["form"] == "1/(1/H + C^alpha/A)" and entry["fit_settings"]["ceiling"]["H"] == 9.5
+    assert entry["forecast"]["loss"] == pytest.approx(float(fit["law"].predict(entry["forecast"]["compute"])))
 
 
 def test_check_prints_registered_warnings():
@@ -226,7 +248,8 @@ def test_suite_compute_key_is_checked(tmp_path):
     from delphi.sweep.suite import parse_suite, preset_text
 
     assert _suite(tmp_path).fit_compute == "total"
-    bad = preset_text("tiny").replace('seed = 0\n\n[executor]', 'seed = 0\ncompute = "flops"\n\n[executor]')
+    bad = preset_text("tiny").replace('\n\n[executor]', '\ncompute = "flops"\n\n[executor]')
+    assert 'compute = "flops"' in bad
     with pytest.raises(DelphiError, match=r"\[fit\] compute must be one of total, non-embedding, deepseek-m"):
         parse_suite(bad)
 

@@ -153,3 +153,58 @@ def test_intervals_are_never_zero_width():
     assert np.ptp(wider.interval(1e21)) > np.ptp(base.interval(1e21))
     # Deterministic given the seed.
     assert np.array_equal(fit_loss_law(C[:4], y, bootstrap=1000, seed=0).interval(1e21), (lo, hi))
+
+
+# ---- the ceiling form 1/L = 1/H + C^alpha/A ------------------------------------------------------
+
+def ceiling_law(C, H, A, alpha):
+    return 1.0 / (1.0 / H + np.asarray(C, dtype=float) ** alpha / A)
+
+
+def test_ceiling_form_recovers_its_parameters_and_reduces_to_the_power_law():
+    Cs = np.array([1e11, 2e11, 5e11, 1e12, 2e12])
+    y = ceiling_law(Cs, 6.0, 50.0, 0.1)
+    fit = fit_loss_law(Cs, y, bootstrap=0, ceiling=6.0)
+    assert (fit.A, fit.alpha) == pytest.approx((50.0, 0.1), rel=1e-8)
+    assert fit.E == 0 and fit.n_params == 2 and fit.form == "1/(1/H + C^alpha/A)"
+    assert fit.predict(1e13) == pytest.approx(ceiling_law(1e13, 6.0, 50.0, 0.1), rel=1e-8)
+    # far below the ceiling the form is the power law A·C^-alpha
+    assert fit.predict(1e40) == pytest.approx(50.0 * 1e40 ** -0.1, rel=1e-3)
+    d = fit.to_dict(predict_at=[1e13])
+    assert d["ceiling"] == 6.0 and d["form"] == "1/(1/H + C^alpha/A)"
+
+
+def test_ceiling_form_follows_a_curve_that_steepens_where_the_power_law_cannot():
+    # Optima that leave H: their log-log slope grows with compute. Fitted on the lowest decade,
+    # the ceiling form forecasts 10x further within noise; E + A·C^-alpha (which can only flatten)
+    # forecasts too high.
+    Cs = np.array([1e11, 2e11, 5e11, 1e12])
+    truth = lambda c: ceiling_law(c, 6.2, 900.0, 0.17)  # noqa: E731
+    y = truth(Cs) * (1 + np.array([0.002, -0.002, 0.001, -0.001]))
+    ceil = fit_loss_law(Cs, y, bootstrap=500, ceiling=6.2)
+    plain = fit_loss_law(Cs, y, bootstrap=0)
+    target = truth(1e13)
+    assert abs(ceil.predict(1e13) / target - 1) < 0.01
+    assert plain.predict(1e13) / target - 1 > 0.02
+    lo, hi = ceil.interval(1e13)
+    assert lo < target < hi and hi > lo
+
+
+def test_ceiling_form_refuses_points_at_or_above_the_ceiling():
+    with pytest.raises(DelphiError, match=r"not below the ceiling H = 4\b.*unigram loss of the same metric"):
+        fit_loss_law([1e11, 2e11, 5e11], [4.5, 3.9, 3.7], ceiling=4.0)
+    with pytest.raises(DelphiError, match="ceiling H must be a positive number"):
+        fit_loss_law([1e11, 2e11, 5e11], [4.5, 3.9, 3.7], ceiling=-1.0)
+
+
+def test_ceiling_form_through_the_cli_and_the_backtest(tmp_path, capsys):
+    from delphi.cli import main
+
+    Cs = np.array([1e11, 2e11, 5e11, 1e12, 2e12])
+    (tmp_path / "optima.csv").write_text("flops,loss\n" + "".join(
+        f"{c},{v}\n" for c, v in zip(Cs, ceiling_law(Cs, 6.0, 50.0, 0.1))))
+    assert main(["fit", "loss-law", str(tmp_path / "optima.csv"), "--ceiling", "6", "--predict", "1e13",
+                 "--bootstrap", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "1/(1/H + C^alpha/A)" in out and "H = 6" in out
+    assert f"{ceiling_law(1e13, 6.0, 50.0, 0.1):.4f}" in out

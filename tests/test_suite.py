@@ -26,7 +26,7 @@ name = "ci"
 name_suffix = "ci"
 min_tokens_per_param = 0.6  # 3-4 widths per budget around the optimum keeps the test short
 max_tokens_per_param = 30.0
-target_steps = 128          # fewer, larger steps than the preset's 512: the same pipeline in less CI time
+target_steps = 128          # fewer, larger steps than the preset's 1024: the same pipeline in less CI time
 
 [grid]
 budgets = [6e10, 1e11, 2e11, 3e11]

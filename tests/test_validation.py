@@ -175,6 +175,8 @@ SUITE_CASES = [
     ("fit-metric-downstream", S("fit", "metric", "arc_easy_5shot/bpb"), "downstream columns are measured after"),
     ("fit-metric-int", S("fit", "metric", 3), "[fit] metric must be a metric name"),
     ("fit-compute", S("fit", "compute", "flops"), "[fit] compute must be one of total, non-embedding"),
+    ("fit-ceiling-word", S("fit", "ceiling", "bigram"), '[fit] ceiling must be "unigram" (measured on the data) or a positive number'),
+    ("fit-ceiling-negative", S("fit", "ceiling", -2.0), '[fit] ceiling must be "unigram"'),
     ("fit-bootstrap-negative", S("fit", "bootstrap", -1), "[fit] bootstrap must be an integer"),
     ("fit-bootstrap-string", S("fit", "bootstrap", "many"), "[fit] bootstrap must be an integer"),
     ("fit-seed-negative", S("fit", "seed", -1), "[fit] seed must be an integer ≥ 0"),

@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     law.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     law.add_argument("--confidence", type=float, default=0.95, help="interval coverage (default 0.95: 2.5/97.5%%)")
     law.add_argument("--no-asymptote", action="store_true", help="fit the pure power law A·C^-alpha (E = 0)")
+    law.add_argument("--ceiling", type=float, metavar="H",
+                     help="fit the ceiling form 1/L = 1/H + C^alpha/A (the power law capped by H, e.g. the unigram "
+                          "loss of the metric: see docs/fit.md)")
     law.add_argument("--overtrain", nargs="+", metavar="S", default=[],
                      help="off-optimal penalty for training S× the optimal tokens (needs a runs table)")
     law.add_argument("--exclude-flagged", action="store_true",
@@ -61,8 +64,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     bt.add_argument("--min-budgets", type=int, default=4,
                     help="smallest number of budgets to fit on (default 4: the 3-parameter law needs a 4th "
                          "optimum to leave a residual for its interval)")
-    bt.add_argument("--form", nargs="+", choices=("asymptote", "power"), default=["asymptote"],
-                    help="loss-law form(s): asymptote = E + A·C^-alpha (default), power = A·C^-alpha")
+    bt.add_argument("--form", nargs="+", choices=("asymptote", "power", "ceiling"), default=["asymptote"],
+                    help="loss-law form(s): asymptote = E + A·C^-alpha (default), power = A·C^-alpha, "
+                         "ceiling = 1/(1/H + C^alpha/A) (needs --ceiling)")
+    bt.add_argument("--ceiling", type=float, metavar="H", help="H of the ceiling form (e.g. the unigram loss)")
     bt.add_argument("--format", choices=("delphi", "chinchilla"), default="delphi",
                     help="input columns: delphi (flops, params, tokens, metric; default) or chinchilla (Epoch AI's "
                          "reconstruction: 'Model Size', 'Training FLOP', 'loss'; runs snapped to the paper's nine "
@@ -279,10 +284,10 @@ def run_loss_law(args) -> int:
         from delphi.fit.isoflop import fit_law_on_optima
 
         law = fit_law_on_optima(iso, bootstrap=args.bootstrap, seed=args.seed, confidence=args.confidence,
-                                asymptote=not args.no_asymptote)
+                                asymptote=not args.no_asymptote, ceiling=args.ceiling)
     else:
         law = fit_loss_law(C, L, bootstrap=args.bootstrap, seed=args.seed, confidence=args.confidence,
-                           asymptote=not args.no_asymptote)
+                           asymptote=not args.no_asymptote, ceiling=args.ceiling)
     pure = fit_loss_law(C, L, bootstrap=0, asymptote=False) if not args.no_asymptote and len(C) >= 2 else None
     penalty = None
     if overtrain:
@@ -314,10 +319,11 @@ def run_loss_law(args) -> int:
         _note(note)
         _warn_flags(flags)
         return 0
-    form = "E + A·C^-alpha" if law.asymptote else "A·C^-alpha"
+    form = law.form.replace("*", "·")
     print(f"loss law L*(C) = {form} on {law.n_points} optima of {args.metric!r}"
           + (f" (C: {args.compute} compute)" if args.compute != "total" else ""))
-    print(f"  E = {law.E:.5g}   A = {law.A:.5g}   alpha = {law.alpha:.5g}")
+    print(f"  H = {law.ceiling:.5g}   A = {law.A:.5g}   alpha = {law.alpha:.5g}" if law.ceiling is not None
+          else f"  E = {law.E:.5g}   A = {law.A:.5g}   alpha = {law.alpha:.5g}")
     print(f"  objective: sum of squared residuals {law.sse:.4g} (rmse {law.rmse:.4g}); {law.status}"
           + ("; E reached min L* (weakly identified)" if law.E_at_upper_bound else ""))
     if pure is not None:
@@ -365,7 +371,7 @@ def run_backtest(args) -> int:
         raise DelphiError("--snap-tolerance needs --budgets (or --format chinchilla)")
     bt = backtest(table, args.metric, min_budgets=args.min_budgets, forms=args.form, bootstrap=args.bootstrap,
                   seed=args.seed, confidence=args.confidence, exclude_flagged=args.exclude_flagged,
-                  compute=args.compute)
+                  compute=args.compute, ceiling=args.ceiling)
     if args.plot:
         from delphi.fit.plots import plot_backtest
 
@@ -387,7 +393,10 @@ def run_backtest(args) -> int:
     for s in bt.skipped:
         print(f"  bucket {s['flops']:.3g} left out: {s['reason']}")
     for form in bt.forms:
-        print(f"\n{form}: L*(C) = {'E + A·C^-alpha' if form == 'asymptote' else 'A·C^-alpha'}")
+        from delphi.fit.backtest import FORMS
+
+        shown = FORMS[form].replace("*", "·") + (f" (H = {args.ceiling:g})" if form == "ceiling" else "")
+        print(f"\n{form}: L*(C) = {shown}")
         print(f"{'fitted':>6} {'up to':>9} {'target':>9} {'factor':>7} {'forecast':>9} {('interval ' + pct):>21} "
               f"{'actual':>8} {'resid%':>7} inside")
         for r in bt.rows:

@@ -17,6 +17,7 @@ every checkpoint; resuming reproduces the uninterrupted run's batches exactly.
 
 from __future__ import annotations
 
+import math
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -214,4 +215,34 @@ def validation_sets(prepared, seq_len: int, windows_per_domain: int) -> dict[str
         toks = _gather(sh.tokens, starts, seq_len + 1)
         out[d] = ValidationSet(d, torch.from_numpy(toks), torch.from_numpy(_document_ids(sh.offsets, starts, seq_len + 1)),
                                torch.from_numpy(byte_len[toks[:, 1:]]))
+    return out
+
+
+def unigram_baseline(prepared, seq_len: int, windows_per_domain: int) -> dict[str, float]:
+    """The validation metrics of a model that knows only the training mixture's token frequencies.
+
+    Each token of the fixed validation windows (`validation_sets`) is scored by
+    −log p(token) under the unigram distribution of the training shards, mixed by the mixture's
+    weights (what a model trained on that stream learns first); add-one counts keep unseen
+    tokens finite. Keys follow a run's summary: "loss" and "bpb" (macro: unweighted mean over
+    domains), "loss/<domain>", "bpb/<domain>". The loss law's ceiling form uses the value of the
+    fitted metric as its H: the loss an IsoFLOP optimum starts from before any power law.
+    """
+    vocab = prepared.tokenizer.vocab_size
+    weights = prepared.weights
+    total = sum(weights.values())
+    p = np.zeros(vocab, dtype=np.float64)
+    for d, w in weights.items():
+        counts = np.bincount(np.asarray(prepared.train[d].tokens, dtype=np.int64), minlength=vocab)[:vocab]
+        p += (w / total) * (counts + 1.0) / (counts.sum() + vocab)
+    logp = np.log(p / p.sum())
+    out: dict[str, float] = {}
+    for name, vs in validation_sets(prepared, seq_len, windows_per_domain).items():
+        targets = vs.tokens[:, 1:].numpy()
+        nats = float(-logp[targets].sum())
+        out[f"loss/{name}"] = nats / targets.size
+        out[f"bpb/{name}"] = nats / max(vs.num_bytes, 1) / math.log(2)
+    domains = sorted(vs_name for vs_name in prepared.domains)
+    out["loss"] = sum(out[f"loss/{d}"] for d in domains) / len(domains)
+    out["bpb"] = sum(out[f"bpb/{d}"] for d in domains) / len(domains)
     return out

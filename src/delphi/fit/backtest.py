@@ -35,7 +35,7 @@ import numpy as np
 
 from delphi.errors import DelphiError
 
-FORMS = {"asymptote": "E + A*C^-alpha", "power": "A*C^-alpha"}
+FORMS = {"asymptote": "E + A*C^-alpha", "power": "A*C^-alpha", "ceiling": "1/(1/H + C^alpha/A)"}
 DEFAULT_MIN_BUDGETS = 4
 # The nine IsoFLOP budgets of Hoffmann et al. 2022 (Chinchilla), Figure 3/4.
 CHINCHILLA_BUDGETS = (6e18, 1e19, 3e19, 6e19, 1e20, 3e20, 6e20, 1e21, 3e21)
@@ -189,14 +189,16 @@ def _valid_forms(forms) -> tuple[str, ...]:
 
 def backtest(table, metric: str = "loss", *, min_budgets: int = DEFAULT_MIN_BUDGETS, forms=("asymptote",),
              bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95, exclude_flagged: bool = False,
-             huber_delta: float | None = None, compute: str = "total") -> Backtest:
+             huber_delta: float | None = None, compute: str = "total", ceiling: float | None = None) -> Backtest:
     """Backtest the loss law on a runs table (see the module docstring). compute: the definition
     of C the law is fitted against (`delphi.fit.compute`); windows and factors stay in the
-    planned budgets."""
+    planned budgets. ceiling: H of the "ceiling" form (needed when that form is asked for)."""
     from delphi.fit.isoflop import fit_isoflop
     from delphi.fit.loss_law import fit_loss_law
 
     forms = _valid_forms(forms)
+    if "ceiling" in forms and ceiling is None:
+        raise DelphiError("backtest: the ceiling form needs its H (--ceiling, e.g. the unigram loss of the metric)")
     if min_budgets < 2:
         raise DelphiError(f"backtest: --min-budgets must be at least 2, got {min_budgets}")
     if bootstrap < 0:
@@ -224,7 +226,7 @@ def backtest(table, metric: str = "loss", *, min_budgets: int = DEFAULT_MIN_BUDG
         for k in range(max(min_budgets, n_params), n):
             try:
                 law = fit_loss_law(X[:k], L[:k], bootstrap=bootstrap, seed=seed, confidence=confidence,
-                                   asymptote=form == "asymptote",
+                                   asymptote=form == "asymptote", ceiling=ceiling if form == "ceiling" else None,
                                    optima_resamples=None if vert is None else vert[:, :k])
             except DelphiError as e:
                 why = iso.explain_off_centre()

@@ -196,7 +196,11 @@ def local_slopes(C, L, window: int = SLOPE_WINDOW) -> list[dict]:
     return out
 
 
-def _slope(budgets: np.ndarray, C: np.ndarray, L: np.ndarray) -> Check:
+def _slope(budgets: np.ndarray, C: np.ndarray, L: np.ndarray, ceiling: float | None = None) -> Check:
+    """Local exponents of the optima; with the ceiling form, of its power-law part 1/(1/L − 1/H),
+    which that form expects to be straight (the optima themselves steepen as they leave H)."""
+    if ceiling is not None and np.all(L < ceiling):
+        L = 1.0 / (1.0 / L - 1.0 / ceiling)
     if len(C) < SLOPE_WINDOW + 1:
         return Check("slope", "warn", f"{len(C)} optima: too few for two windows of {SLOPE_WINDOW} budgets, so the "
                      "curvature of the law is not checked", advice=f"add budgets (at least {SLOPE_WINDOW + 1})")
@@ -213,7 +217,9 @@ def _slope(budgets: np.ndarray, C: np.ndarray, L: np.ndarray) -> Check:
     text = ", ".join(f"{-r['slope']:.3f}" for r in w)  # as exponents: L ∝ C^-slope
     if ratio_end > SLOPE_STEEPENING:
         return Check("slope", "warn", f"the loss curve still steepens (local exponents {text} from the lowest to the "
-                     f"highest budgets); the law can only flatten, so the forecast is likely too high", detail=detail,
+                     f"highest budgets)" + ("" if ceiling is not None else
+                                              "; the law can only flatten, so the forecast is likely too high"),
+                     detail=detail,
                      advice=f"add budgets above {budgets.max():.3g}: the curve has not reached the law's regime")
     if spread > SLOPE_SPREAD:
         return Check("slope", "warn", f"local exponents disagree by {spread:.1f}x across windows ({text})", detail=detail,
@@ -244,7 +250,8 @@ def _loo(law, budgets: np.ndarray, target_compute: float | None) -> Check:
                  advice=f"add budgets {where} {budgets[i]:.3g}: the forecast rests on that one budget")
 
 
-def _backtest(table, metric: str, n_used: int, bootstrap: int, seed: int, compute: str) -> Check:
+def _backtest(table, metric: str, n_used: int, bootstrap: int, seed: int, compute: str,
+              ceiling: float | None = None) -> Check:
     from delphi.fit.backtest import backtest
 
     need = BACKTEST_MIN_BUDGETS + 1
@@ -253,7 +260,8 @@ def _backtest(table, metric: str, n_used: int, bootstrap: int, seed: int, comput
                      "forecast the rest), so the law is untested on this grid",
                      advice=f"add budgets (at least {need} with an optimum)")
     try:
-        bt = backtest(table, metric, min_budgets=BACKTEST_MIN_BUDGETS, bootstrap=bootstrap, seed=seed, compute=compute)
+        bt = backtest(table, metric, min_budgets=BACKTEST_MIN_BUDGETS, bootstrap=bootstrap, seed=seed, compute=compute,
+                      forms=("ceiling",) if ceiling is not None else ("asymptote",), ceiling=ceiling)
     except DelphiError as e:
         return Check("backtest", "warn", f"not computed ({e})", advice="add budgets")
     r = max(bt.rows, key=lambda r: (r.factor, -len(r.fit_budgets)))
@@ -292,7 +300,8 @@ def _data(iso, law) -> Check:
 
 
 def fit_health(iso, law, *, table=None, metric: str = "loss", target_compute: float | None = None,
-               factor: float | None = None, bootstrap: int = 1000, seed: int = 0) -> FitHealth:
+               factor: float | None = None, bootstrap: int = 1000, seed: int = 0,
+               ceiling: float | None = None) -> FitHealth:
     """The six checks (module docstring) of an IsoFLOP fit `iso` and the loss law `law` fitted
     through its optima, for a forecast at `target_compute` (in `iso.compute`) that is `factor`
     times the largest fitted budget. `table`: the runs, for the backtest."""
@@ -300,10 +309,10 @@ def fit_health(iso, law, *, table=None, metric: str = "loss", target_compute: fl
     budgets = np.array([b.flops for b in used])
     C = np.array([b.optimal_compute for b in used])
     L = np.array([b.optimal_loss for b in used])
-    checks = [_bracketing(iso), _range(budgets, factor), _slope(budgets, C, L),
+    checks = [_bracketing(iso), _range(budgets, factor), _slope(budgets, C, L, ceiling),
               _loo(law, budgets, target_compute) if law is not None else
               Check("leave-one-out", "warn", "no loss law was fitted", advice="add budgets"),
-              _backtest(table, metric, len(used), bootstrap, seed, iso.compute), _data(iso, law)]
+              _backtest(table, metric, len(used), bootstrap, seed, iso.compute, ceiling), _data(iso, law)]
     from delphi.fit.flags import codes
 
     return FitHealth(tuple(checks), tuple(codes([*iso.flag_codes(), *(law.flags if law is not None else ())])))

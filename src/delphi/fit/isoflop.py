@@ -618,7 +618,7 @@ def _fit_flags(table, buckets, used, tokens_law, params_law, exclude_flagged: bo
 
 
 def fit_law_on_optima(iso: IsoFlopFit, *, bootstrap: int = 2000, seed: int = 0, confidence: float = 0.95,
-                      asymptote: bool = True, vertex_resamples: bool = True):
+                      asymptote: bool = True, vertex_resamples: bool = True, ceiling: float | None = None):
     """The loss law through `iso`'s optima (against their compute in `iso.compute`), with each
     bucket's runs resampled into the interval. When the law cannot be fitted and some vertices
     are off-centre, the error says so: an off-centre grid, not the metric, is then the cause."""
@@ -628,7 +628,7 @@ def fit_law_on_optima(iso: IsoFlopFit, *, bootstrap: int = 2000, seed: int = 0, 
     try:
         vert = iso.bootstrap_optima(bootstrap, seed) if bootstrap and vertex_resamples and len(opt["loss"]) else None
         return fit_loss_law(opt["compute"], opt["loss"], bootstrap=bootstrap, seed=seed, confidence=confidence,
-                            asymptote=asymptote, optima_resamples=vert)
+                            asymptote=asymptote, optima_resamples=vert, ceiling=ceiling)
     except DelphiError as e:
         why = iso.explain_off_centre()
         unused = explain_unused(iso.buckets, iso.excluded_flagged)

@@ -31,6 +31,17 @@ deviation of a random bucket plus a normal draw of scale σ_b): a prediction int
 new budget will show, which is what a held-out run or a backtest compares with. `interval(C,
 kind="law")` leaves ν out (the band of the law itself).
 
+Ceiling form (`ceiling=H`): 1/L = 1/H + C^alpha/A, i.e. the power law A·C^(-alpha) capped
+smoothly by H, the loss of a model that has learned nothing but the data's unigram frequencies
+(`delphi.data.loader.unigram_baseline`). Far below H it is the pure power law; near H the curve
+bends towards it, the "small-data region" of Hestness et al. 2017 where learning curves start
+flat and steepen before they follow a power law. At CPU scale (1e11–1e13 FLOPs, losses 4.4–3.1
+nats against a unigram loss of 6.2) the optima are still in that bend: their log-log slope grows
+from 0.064 to ~0.09 between the decades 1e11–1e12 and 1e12–1e13 (benchmarks/forecast.md), which a
+law that can only flatten (E + A·C^-alpha) extrapolates 6–7% too high. Two parameters (A, alpha)
+are fitted by Gauss–Newton with Levenberg damping, every resample a row of one batch; H is
+measured, not fitted.
+
 The earlier scheme resampled the optima themselves, with at least 4 distinct points per
 resample: with 4 optima every resample was the full set (a zero-width interval) and with 5 it
 barely moved. The law's residuals already contain the vertex noise that δ adds, so with δ the
@@ -112,6 +123,55 @@ def _fit_rows(logc: np.ndarray, y: np.ndarray, W: np.ndarray, asymptote: bool):
     return E, A0, alpha, sse, at_bound
 
 
+def _fit_rows_ceiling(logc: np.ndarray, y: np.ndarray, W: np.ndarray, ceiling: float):
+    """The ceiling form 1/L = 1/H + exp(alpha·x + b) (x = log(C/C0), A0 = exp(-b)) for every row of
+    weights W [R, n] (values y [n] or [R, n]). Returns E (zeros), A0, alpha, sse, at_bound [R].
+
+    Start: the form is linear after transforming, log(1/L − 1/H) = alpha·x + b (weighted least
+    squares per row); then Gauss–Newton steps on the squared residuals in L, damped
+    (Levenberg) whenever a step would not lower them."""
+    R = W.shape[0]
+    y = np.broadcast_to(y, W.shape)
+    inv_h = 1.0 / ceiling
+    z = np.log(np.maximum(1.0 / y - inv_h, 1e-12))
+    Sw, Sx, Sz = W.sum(1), (W * logc).sum(1), (W * z).sum(1)
+    Sxx, Sxz = (W * logc * logc).sum(1), (W * logc * z).sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        alpha = (Sw * Sxz - Sx * Sz) / (Sw * Sxx - Sx * Sx)
+    alpha = np.clip(np.nan_to_num(alpha, nan=0.1), ALPHA_MIN, ALPHA_MAX)
+    b = (Sz - alpha * Sx) / Sw
+
+    def sse_of(alpha, b):
+        f = 1.0 / (inv_h + np.exp(alpha[:, None] * logc[None, :] + b[:, None]))
+        return (W * (y - f) ** 2).sum(1), f
+
+    sse, f = sse_of(alpha, b)
+    lam = np.full(R, 1e-3)
+    for _ in range(200):
+        g = np.exp(alpha[:, None] * logc[None, :] + b[:, None])
+        jb = -(f * f) * g  # ∂f/∂b
+        ja = jb * logc[None, :]  # ∂f/∂alpha
+        r = y - f
+        Haa, Hab, Hbb = (W * ja * ja).sum(1), (W * ja * jb).sum(1), (W * jb * jb).sum(1)
+        ga, gb = (W * ja * r).sum(1), (W * jb * r).sum(1)
+        Haa_d, Hbb_d = Haa * (1 + lam), Hbb * (1 + lam)
+        det = Haa_d * Hbb_d - Hab * Hab
+        with np.errstate(divide="ignore", invalid="ignore"):
+            da = np.nan_to_num((Hbb_d * ga - Hab * gb) / det)
+            db = np.nan_to_num((Haa_d * gb - Hab * ga) / det)
+        a_new = np.clip(alpha + da, ALPHA_MIN, ALPHA_MAX)
+        b_new = b + db
+        sse_new, f_new = sse_of(a_new, b_new)
+        better = sse_new < sse
+        alpha, b = np.where(better, a_new, alpha), np.where(better, b_new, b)
+        sse, f = np.where(better, sse_new, sse), np.where(better[:, None], f_new, f)
+        lam = np.where(better, lam / 3, lam * 4)
+        if np.all(lam > 1e12) or np.all(np.abs(da) + np.abs(db) < 1e-12):
+            break
+    at_bound = (alpha <= ALPHA_MIN * (1 + 1e-9)) | (alpha >= ALPHA_MAX * (1 - 1e-9))
+    return np.zeros(R), np.exp(-b), alpha, sse, at_bound
+
+
 @dataclass(frozen=True, eq=False)
 class LossLaw:
     """L(C) = E + A·C^(-alpha) (E = 0 for the pure power law), C in FLOPs."""
@@ -141,14 +201,26 @@ class LossLaw:
     # What is doubtful about the fit (`delphi.fit.flags`): the metric rising between budgets, E at
     # the lowest optimum, alpha at the edge of its search range.
     flags: tuple[Flag, ...] = ()
+    # The ceiling form's H (1/L = 1/H + C^alpha/A; E = 0), None for E + A·C^-alpha.
+    ceiling: float | None = None
+
+    @property
+    def form(self) -> str:
+        if self.ceiling is not None:
+            return "1/(1/H + C^alpha/A)"
+        return "E + A*C^-alpha" if self.asymptote else "A*C^-alpha"
 
     def predict(self, C) -> np.ndarray:
         C = np.asarray(C, dtype=float)
+        if self.ceiling is not None:
+            return 1.0 / (1.0 / self.ceiling + C ** self.alpha / self.A)
         return self.E + self.A * C ** (-self.alpha)
 
     def _predict_rows(self, params: np.ndarray, C) -> np.ndarray:  # [rows, *C.shape]
         C = np.asarray(C, dtype=float)
         E, A, al = (params[:, k].reshape((-1,) + (1,) * C.ndim) for k in range(3))
+        if self.ceiling is not None:
+            return 1.0 / (1.0 / self.ceiling + C[None] ** al / A)
         return E + A * C[None] ** (-al)
 
     def interval(self, C, kind: str = "prediction") -> tuple[np.ndarray, np.ndarray]:
@@ -180,7 +252,7 @@ class LossLaw:
 
     @property
     def n_params(self) -> int:
-        return 3 if self.asymptote else 2
+        return 3 if self.asymptote and self.ceiling is None else 2
 
     def predictions(self, C) -> list[dict]:
         """Rows {"flops", "loss", "ci_low", "ci_high", "loo_min", "loo_max"} (None where unavailable)."""
@@ -198,7 +270,7 @@ class LossLaw:
                 for c, p, a, b, m1, m2 in zip(C, pred, lo, hi, mn, mx)]
 
     def to_dict(self, predict_at=None) -> dict:
-        d = {"E": self.E, "A": self.A, "alpha": self.alpha, "form": "E + A*C^-alpha" if self.asymptote else "A*C^-alpha",
+        d = {"E": self.E, "A": self.A, "alpha": self.alpha, "form": self.form, "ceiling": self.ceiling,
              "objective": "sum of squared residuals", "sse": self.sse, "rmse": self.rmse,
              "n_points": self.n_points, "converged": self.converged, "status": self.status,
              "E_at_upper_bound": self.E_at_upper_bound, "confidence": self.confidence,
@@ -226,18 +298,37 @@ def _check(flops, values) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_loss_law(flops, loss, *, bootstrap: int = 2000, seed: int = 0, confidence: float = 0.95,
-                 asymptote: bool = True, optima_resamples=None) -> LossLaw:
+                 asymptote: bool = True, optima_resamples=None, ceiling: float | None = None) -> LossLaw:
     """Fit L(C) = E + A·C^(-alpha) (or A·C^(-alpha) with asymptote=False) to (compute, metric) points.
 
     bootstrap: resamples (see the module docstring), refitted in one batch; 0 disables intervals.
     optima_resamples: optional [R, n] resampled values of the points (row r, column i: point i's
     optimum refitted on its bucket's resampled runs; `IsoFlopFit.bootstrap_optima`), so the
     intervals include the vertices' uncertainty; row b % R serves resample b.
+    ceiling: H of the ceiling form 1/L = 1/H + C^alpha/A (`asymptote` is then ignored: E = 0);
+    every point must lie below it.
     With no more points than parameters there is no residual to resample: the law is still
     fitted, its intervals are NaN and `note` says why. Leave-one-out refits need more points than
     parameters too.
     """
     C, y = _check(flops, loss)
+    if ceiling is not None:
+        ceiling = float(ceiling)
+        if not (math.isfinite(ceiling) and ceiling > 0):
+            raise DelphiError(f"loss law: the ceiling H must be a positive number, got {ceiling!r}")
+        above = np.flatnonzero(y >= ceiling)
+        if above.size:
+            i = int(above[0])
+            raise DelphiError(f"loss law: the optimum at {C[i]:.3g} FLOPs ({y[i]:.4g}) is not below the ceiling "
+                              f"H = {ceiling:.4g}; the ceiling form needs every point under it (is H the unigram "
+                              "loss of the same metric?)")
+        asymptote = False
+
+    def fit_rows(logc, y, W):
+        if ceiling is not None:
+            return _fit_rows_ceiling(logc, y, W, ceiling)
+        return _fit_rows(logc, y, W, asymptote)
+
     n_params = 3 if asymptote else 2
     if len(C) < n_params:
         raise DelphiError(f"loss law: need at least {n_params} points for {n_params} parameters, got {len(C)}")
@@ -249,7 +340,7 @@ def fit_loss_law(flops, loss, *, bootstrap: int = 2000, seed: int = 0, confidenc
         raise DelphiError("loss law: the metric does not decrease with compute (its trend against log C is flat "
                           "or rising); for a metric that rises with compute (e.g. log-probability) fit its negative")
 
-    E, A0, al, sse, at_bound = _fit_rows(logc, y, np.ones((1, len(y))), asymptote)
+    E, A0, al, sse, at_bound = fit_rows(logc, y, np.ones((1, len(y))))
     if not A0[0] > 0:
         raise DelphiError("loss law: the best fit is flat (A = 0): the metric does not decrease with compute")
 
@@ -273,7 +364,8 @@ def fit_loss_law(flops, loss, *, bootstrap: int = 2000, seed: int = 0, confidenc
         notes.append(f"no bootstrap intervals: resamples need at least {min_points} points (more than the "
                      f"law's {n_params} parameters, so that a residual is left to resample) and there are {len(y)}")
     elif bootstrap:
-        fitted = E[0] + A0[0] * np.exp(-al[0] * logc)
+        fitted = (1.0 / (1.0 / ceiling + np.exp(al[0] * logc) / A0[0]) if ceiling is not None
+                  else E[0] + A0[0] * np.exp(-al[0] * logc))
         dof = len(y) - n_params
         s2 = float(np.sum((y - fitted) ** 2)) / dof
         if delta is not None:
@@ -298,12 +390,14 @@ def fit_loss_law(flops, loss, *, bootstrap: int = 2000, seed: int = 0, confidenc
             noise = values = None
         else:
             ok = np.all(values > 0, axis=1)  # a positive metric: drop the (rare) resample that is not
+            if ceiling is not None:
+                ok &= np.all(values < ceiling, axis=1)
             values, noise = values[ok], noise[ok]
-            boot = to_flops_units(*_fit_rows(logc, values, np.ones_like(values), asymptote)[:3])
+            boot = to_flops_units(*fit_rows(logc, values, np.ones_like(values))[:3])
     loo = None
     if len(y) > n_params:
         W = 1.0 - np.eye(len(y))
-        loo = to_flops_units(*_fit_rows(logc, y, W, asymptote)[:3])
+        loo = to_flops_units(*fit_rows(logc, y, W)[:3])
     else:
         notes.append(f"no leave-one-out spread: it needs more than {n_params} points")
 
@@ -324,7 +418,7 @@ def fit_loss_law(flops, loss, *, bootstrap: int = 2000, seed: int = 0, confidenc
                    flops=tuple(map(float, C)), values=tuple(map(float, y)), confidence=confidence,
                    bootstrap_params=boot, loo_params=loo, seed=seed, note="; ".join(notes) or None,
                    bootstrap_noise=noise, bootstrap_values=values, vertex_resampling=delta is not None,
-                   flags=tuple(flags))
+                   flags=tuple(flags), ceiling=ceiling)
 
 
 def rises_flags(flops, values, what: str) -> list[Flag]:

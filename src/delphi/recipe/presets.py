@@ -14,11 +14,14 @@
       so each IsoFLOP curve spans its optimum (measured near 1–4 tokens/param at 3e11 FLOPs,
       where embeddings are most of the parameters) without spending compute on models far too
       large for the budget;
-    - target_steps 512 and min batch 2 (Delphi: 2^16 and 8): CPU runs see 10^5–10^7 tokens, so
-      runs get 256–512 steps. With 128 target steps the batch outgrew the critical batch: the
-      10×-held-out run of `tiny` trained 74 steps at batch 512 and missed its forecast by +5.9%,
-      while the same model and tokens at batch 128 reached a 10.7% lower loss
-      (benchmarks/RESULTS.md);
+    - target_steps 1024 and min batch 2 (Delphi: 2^16 and 8): CPU runs see 10^5–10^7 tokens, so
+      runs get ~1000 steps. Halving the batch from the 512-step rule lowered the loss by 0.9%,
+      1.5% and 1.2% at 6e10, 6e11 and 6e12 FLOPs at no cost in speed (AMD EPYC Zen 4, bf16);
+      with 128 target steps the held-out run of `tiny` trained 74 steps at batch 512 and missed
+      its forecast by +5.9% (benchmarks/RESULTS.md);
+    - batches rounded to whole sequences, not powers of two: with ~1000-step runs, power-of-two
+      batches made the step count jump up to 2× between neighbouring widths of an IsoFLOP curve
+      (264–494 steps at one budget), which put kinks of 1–3% into the curves;
     - reference point (width 64, B0 = 16 sequences, T0 = 1e6 tokens, 488 steps) with η0, η0,Adam,
       ε0, β2,0 searched by `delphi tune search` (30 trials: 20 over the default space, then 10
       around the best; benchmarks/tune/): macro loss 3.876 against 4.070 for the untuned
@@ -45,9 +48,9 @@ CPU = dataclasses.replace(
     DELPHI, name="cpu", name_suffix="cpu", seq_len=128, head_dim=16, vocab_size=1024, rope_scaling=False,
     min_width=16, width_step=16, width_step_large=16, large_step_above=float("inf"), max_width=512,
     max_params_floor=1e9, max_params_ref_flops=1e14, max_params_ceiling=1e9, min_tokens_per_param=0.2,
-    target_steps=512, min_batch=2, max_batch=1024, ref_batch=16.0, ref_tokens=1e6, lr0=0.0214, adam_lr0=0.0632,
+    target_steps=1024, batch_rounding="integer", min_batch=2, max_batch=1024, ref_batch=16.0, ref_tokens=1e6, lr0=0.0214, adam_lr0=0.0632,
     epsilon0=1.6e-9, beta2_0=0.9995, beta2_min=0.9, beta2_max=0.9999, lr_cap=0.1,
-    isoflop_budgets=(6e10, 1e11, 2e11, 3e11, 6e11),
+    isoflop_budgets=(1e11, 2e11, 3e11, 5e11, 1e12),
 )
 
 RECIPES: dict[str, Recipe] = {"delphi": DELPHI, "delphi-v1": DELPHI_V1, "cpu": CPU}

@@ -197,19 +197,38 @@ def fit_suite(suite: SuiteSpec, runs_csv: Path) -> dict[str, Any]:
         raise DelphiError(f"only {len(optima['flops'])} IsoFLOP bucket(s) gave an optimum; the loss law needs 3 "
                           + (f"({why}; re-centre the widths there)" if why else
                              f"({explain_unused(iso.buckets) or 'widen the grid or fix failed runs'})"))
+    ceiling = fit_ceiling(suite)
     # The vertices' own uncertainty (each bucket's runs resampled) enters the law's interval.
-    law = fit_law_on_optima(iso, bootstrap=suite.bootstrap, seed=suite.fit_seed)
+    law = fit_law_on_optima(iso, bootstrap=suite.bootstrap, seed=suite.fit_seed, ceiling=ceiling)
     settings = {"metric": suite.fit_metric, "bootstrap": suite.bootstrap, "seed": suite.fit_seed,
-                "compute": suite.fit_compute,
+                "compute": suite.fit_compute, "form": law.form,
                 "interval": "prediction; runs resampled within buckets + parametric bootstrap of the law"}
+    if ceiling is not None:
+        settings["ceiling"] = {"H": ceiling, "source": "unigram loss of the validation windows"
+                               if suite.fit_ceiling == "unigram" else "suite file"}
     target, factor = heldout_target(suite, iso)
     health = fit_health(iso, law, table=table, metric=suite.fit_metric, target_compute=target, factor=factor,
-                        bootstrap=suite.bootstrap, seed=suite.fit_seed)
+                        bootstrap=suite.bootstrap, seed=suite.fit_seed, ceiling=ceiling)
     record = {"metric": suite.fit_metric, "compute": suite.fit_compute, "isoflop": iso.to_dict(),
               "loss_law": law.to_dict(), "runs_table_sha256": sha256_file(runs_csv), "settings": settings,
               "health": health.to_dict()}
     return {"iso": iso, "law": law, "record": record, "settings": settings,
             "largest_budget": max(suite.fit_budgets), "health": health}
+
+
+def fit_ceiling(suite: SuiteSpec) -> float | None:
+    """The loss law's ceiling H for the suite's metric: the unigram baseline of its validation
+    windows (`delphi.data.loader.unigram_baseline`) for `ceiling = "unigram"`, the suite's number,
+    or None (the law E + A·C^-alpha)."""
+    if suite.fit_ceiling is None:
+        return None
+    if suite.fit_ceiling != "unigram":
+        return float(suite.fit_ceiling)
+    from delphi.data.loader import unigram_baseline
+    from delphi.data.shards import prepare_data
+
+    prepared = prepare_data(suite.data, progress=False)
+    return unigram_baseline(prepared, suite.recipe.seq_len, suite.eval_windows_per_domain)[suite.fit_metric]
 
 
 def heldout_target(suite: SuiteSpec, iso) -> tuple[float | None, float | None]:
@@ -235,7 +254,9 @@ def _fit_summary(fit: dict[str, Any]) -> str:
     law = fit["law"].to_dict()
     alloc = fit["record"]["isoflop"]["allocation"]["tokens"]
     compute = fit["record"].get("compute", "total")
-    head = (f"[bold]fit[/]: L*(C) = {law['E']:.4f} + {law['A']:.4g}·C^-{law['alpha']:.4f}"
+    head = (f"[bold]fit[/]: L*(C) = "
+            + (f"1/(1/{law['ceiling']:.4f} + C^{law['alpha']:.4f}/{law['A']:.4g})" if law.get("ceiling") is not None
+               else f"{law['E']:.4f} + {law['A']:.4g}·C^-{law['alpha']:.4f}")
             + (f" (C: {compute} compute)" if compute != "total" else "")
             + f";  D*(C) = {alloc['A']:.4g}·C^{alloc['alpha']:.4f}")
     health = fit["record"].get("health") or {}

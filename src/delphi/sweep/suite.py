@@ -14,7 +14,8 @@ problems are reported together as one user error, each under its key path (`[exe
                 limit (items per task), pool + soft + floor (two-step downstream forecast)
     [train]     precision, compile, checkpoint_every, checkpoint_every_minutes
     [fit]       metric (loss | bpb | loss/<domain> | bpb/<domain>), bootstrap, seed,
-                compute (total | non-embedding | deepseek-m)
+                compute (total | non-embedding | deepseek-m), ceiling ("unigram" or a number: the loss
+                law's ceiling form 1/L = 1/H + C^alpha/A; absent: E + A·C^-alpha)
     [executor]  kind = "local" | "ray", workers, threads_per_worker, address, cpus_per_run, gpus_per_run
 """
 
@@ -71,6 +72,7 @@ class SuiteSpec:
     bootstrap: int = 2000
     fit_seed: int = 0
     fit_compute: str = "total"  # compute definition of the loss law's C (`delphi.fit.compute`)
+    fit_ceiling: str | float | None = None  # the loss law's ceiling H: "unigram", a number, or None
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
     source: str = ""  # the TOML text the suite was read from (kept with the results)
 
@@ -113,6 +115,15 @@ class _ComputeDefinition(Rule):
         return Str(DEFINITIONS).problem(value, strict)
 
 
+class _Ceiling(Rule):
+    """The loss law's ceiling H: "unigram" (measured on the suite's data) or a positive number."""
+
+    def problem(self, value, strict=True):
+        if value == "unigram" or (not isinstance(value, str) and Num(0, lo_open=True).problem(value, strict) is None):
+            return None
+        return f'must be "unigram" (measured on the data) or a positive number, got {show(value)}'
+
+
 _BUDGETS = ListOf(Num(0, lo_open=True, sane_hi=1e30, unit="of FLOPs"), nonempty=True, unique=True,
                   what="a list of FLOP budgets", example="[1e12, 3e12]")
 _SEEDS = ListOf(Int(0, MAX_SEED), unique=True, what="a list of non-negative integers", example="[1, 2]")
@@ -134,7 +145,7 @@ _RULES: dict[str, dict[str, Rule] | None] = {
               "checkpoint_every": RUN_RULES["checkpoint_every"],
               "checkpoint_every_minutes": RUN_RULES["checkpoint_every_minutes"]},
     "fit": {"metric": Str(what="a metric name such as \"loss\""), "bootstrap": Int(0, 10**6, note="0: no interval"),
-            "seed": Int(0, MAX_SEED), "compute": _ComputeDefinition()},
+            "seed": Int(0, MAX_SEED), "compute": _ComputeDefinition(), "ceiling": _Ceiling()},
     "executor": {"kind": Str(("local", "ray")), "workers": Int(1, 4096),
                  "threads_per_worker": Int(0, 4096, note="0: cores ÷ workers"),
                  "address": Str(what="a Ray cluster address"), "cpus_per_run": Num(0, lo_open=True),
@@ -225,7 +236,7 @@ def parse_suite(text: str, *, where: str = "suite", out_dir: str | None = None) 
         checkpoint_every=tr.get("checkpoint_every", 0),
         checkpoint_every_minutes=float(tr.get("checkpoint_every_minutes", 5.0)),
         fit_metric=fi.get("metric", "loss"), bootstrap=fi.get("bootstrap", 2000), fit_seed=fi.get("seed", 0),
-        fit_compute=fi.get("compute", "total"), executor=ExecutorSettings(**ex), source=text,
+        fit_compute=fi.get("compute", "total"), fit_ceiling=fi.get("ceiling"), executor=ExecutorSettings(**ex), source=text,
     )
     _check_plan(spec, p, recipe_ok=recipe is not None, grid_ok="budgets" in gr, heldout_ok="budgets" in ho)
     p.raise_if_any()
