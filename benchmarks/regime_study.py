@@ -16,9 +16,9 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from delphi.fit.runs_table import read_table
 from delphi.recipe.presets import recipe_from_table
 from delphi.sweep.executors import execute
+from delphi.sweep.results import collect, write_table
 from delphi.sweep.suite import load_suite
 
 
@@ -66,8 +66,8 @@ def main() -> None:
         name = cand.name + (f"-{args.tag}" if args.tag else "")
         specs.append(suite.run_spec(cand, seed=args.seed, role="grid", name=name))
     execute(specs, args.out / "runs", workers=args.workers, label="study runs")
-    table = read_table(args.out / "runs")
-    table.to_csv(args.out / "runs.csv", index=False)
+    table = collect(args.out / "runs")
+    write_table(table, args.out / "runs.csv")
     cols = [c for c in ("name", "budget", "hidden_size", "num_layers", "batch_size", "train_steps", "tokens", "loss")
             if c in table.columns]
     print(table[cols].sort_values(["budget", "hidden_size"]).to_string(index=False))

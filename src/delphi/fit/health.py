@@ -216,7 +216,8 @@ def _slope(budgets: np.ndarray, C: np.ndarray, L: np.ndarray, ceiling: float | N
     detail.update(steepening_ratio=ratio_end, spread_ratio=spread)
     text = ", ".join(f"{-r['slope']:.3f}" for r in w)  # as exponents: L ∝ C^-slope
     if ratio_end > SLOPE_STEEPENING:
-        return Check("slope", "warn", f"the loss curve still steepens (local exponents {text} from the lowest to the "
+        what = "the power-law part 1/(1/L − 1/H) still steepens" if ceiling is not None else "the loss curve still steepens"
+        return Check("slope", "warn", f"{what} (local exponents {text} from the lowest to the "
                      f"highest budgets)" + ("" if ceiling is not None else
                                               "; the law can only flatten, so the forecast is likely too high"),
                      detail=detail,

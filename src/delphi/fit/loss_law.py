@@ -37,8 +37,9 @@ smoothly by H, the loss of a model that has learned nothing but the data's unigr
 bends towards it, the "small-data region" of Hestness et al. 2017 where learning curves start
 flat and steepen before they follow a power law. At CPU scale (1e11–1e13 FLOPs, losses 4.4–3.1
 nats against a unigram loss of 6.2) the optima are still in that bend: their log-log slope grows
-from 0.064 to ~0.09 between the decades 1e11–1e12 and 1e12–1e13 (benchmarks/forecast.md), which a
-law that can only flatten (E + A·C^-alpha) extrapolates 6–7% too high. Two parameters (A, alpha)
+from 0.064 to 0.085 between the decades 1e11–1e12 and 1e12–1e13 while 1/(1/L − 1/H) keeps one
+exponent (0.189, 0.191; benchmarks/forecast.md), and a law that can only flatten
+(E + A·C^-alpha) extrapolates them 6% too high. Two parameters (A, alpha)
 are fitted by Gauss–Newton with Levenberg damping, every resample a row of one batch; H is
 measured, not fitted.
 

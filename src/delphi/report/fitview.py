@@ -55,11 +55,17 @@ class LossLawView:
     band: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
     band_level: str = "95%"
     extra: dict = field(default_factory=dict)
+    ceiling: float | None = None  # the ceiling form 1/L = 1/H + C^alpha/A (`delphi.fit.loss_law`)
 
     def __call__(self, C):
-        return self.E + self.A * np.asarray(C, dtype=float) ** (-self.alpha)
+        C = np.asarray(C, dtype=float)
+        if self.ceiling is not None:
+            return 1.0 / (1.0 / self.ceiling + C ** self.alpha / self.A)
+        return self.E + self.A * C ** (-self.alpha)
 
     def text(self) -> str:
+        if self.ceiling is not None:
+            return f"1/L*(C) = 1/{self.ceiling:.4f} + C^{self.alpha:.4f} / {fmt.sci(self.A)}"
         return f"L*(C) = {self.E:.4f} + {fmt.sci(self.A)} · C^(−{self.alpha:.4f})"
 
 
@@ -154,7 +160,7 @@ def _loss_law(d: Any) -> LossLawView | None:
     E, A, alpha = (fmt.num(_get(d, k)) for k in ("E", "A", "alpha"))
     if A is None or alpha is None:
         return None
-    return LossLawView(E=E or 0.0, A=A, alpha=alpha)
+    return LossLawView(E=E or 0.0, A=A, alpha=alpha, ceiling=fmt.num(_get(d, "ceiling")))
 
 
 def _try_isoflop_refit(table: Any, metric: str, view: FitView) -> None:
@@ -215,6 +221,8 @@ def _try_band(view: FitView, ll_dict: dict | None) -> None:
     if conf is not None:
         kwargs["confidence"] = conf
         view.loss_law.band_level = f"{conf:.0%}"
+    if view.loss_law.ceiling is not None:
+        kwargs["ceiling"] = view.loss_law.ceiling
     flops = np.array([p[0] for p in pts])
     loss = np.array([p[1] for p in pts])
     try:

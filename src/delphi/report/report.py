@@ -430,7 +430,9 @@ def build_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> di
     # (3) loss law
     blocks.append(Heading("Loss law and held-out forecast", 2, "loss-law"))
     blocks += figure("loss_law", plots.loss_law_figure(suite, view, colors), "Loss law",
-                     "L*(C) = E + A·C^−α fitted to the IsoFLOP optima (◆) with its bootstrap band; grey dots are all "
+                     ("1/L*(C) = 1/H + C^α/A (the power law capped by the unigram loss H)" if view.loss_law is not None
+                      and view.loss_law.ceiling is not None else "L*(C) = E + A·C^−α")
+                     + " fitted to the IsoFLOP optima (◆) with its bootstrap band; grey dots are all "
                      "grid runs; the red bar with whiskers is each registered forecast and its 95% interval, ★ the "
                      "held-out run's actual loss, labelled with its residual.")
     if view.loss_law is not None:
