@@ -136,12 +136,12 @@ def main() -> None:
     import torch
 
     print(f"""
-## Data: tokenisation and loader throughput (engineer "data")
+## Data: tokenisation and loader throughput
 
 Command: `.venv/bin/python benchmarks/data_throughput.py --markdown`
 (Python {platform.python_version()}, numpy {numpy.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs,
-1-min load average {load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end: the box is shared
-with other engineers' jobs, so absolute numbers are noisy; each ratio is measured in the same run.)
+1-min load average {load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end: the machine is shared
+with other jobs, so absolute numbers are noisy; each ratio is measured in the same run.)
 
 | what | baseline | measured | ratio |
 |---|---|---:|---:|

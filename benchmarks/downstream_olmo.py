@@ -4,7 +4,8 @@ its bpb, and compare the error per task with the paper's own step-2 numbers.
 
     python benchmarks/downstream_olmo.py [--data DIR_OR_CSV] [--append benchmarks/RESULTS.md]
 
-Default data: ../shared/data/external/olmo-ladder if present, else tests/data/eval/olmo_ladder.csv.gz.
+Default data: tests/data/eval/olmo_ladder.csv.gz (the committed extract of the ladder's runs); `--data`
+takes a directory of allenai/OLMo-ladder run CSVs.
 The 7B-4T target's checkpoints (peteish7) are not in our data, so only 13B is validated.
 """
 
@@ -36,8 +37,8 @@ def table(df, title: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    shared = Path("/work/shared/data/external/olmo-ladder")
-    ap.add_argument("--data", default=str(shared if shared.exists() else ROOT / "tests/data/eval/olmo_ladder.csv.gz"))
+    ap.add_argument("--data", default=str(ROOT / "tests/data/eval/olmo_ladder.csv.gz"),
+                    help="the ladder: a directory of allenai/OLMo-ladder run CSVs or the committed extract (default)")
     ap.add_argument("--bootstrap", type=int, default=500)
     ap.add_argument("--append", default=None, help="append the tables to this markdown file")
     args = ap.parse_args()
@@ -56,7 +57,7 @@ def main() -> None:
     print(text)
     if args.append:
         with open(args.append, "a") as f:
-            f.write("\n## Downstream step 2 on the OLMo ladder (eval engineer)\n\n"
+            f.write("\n## Downstream step 2 on the OLMo ladder\n\n"
                     f"Command: `python benchmarks/downstream_olmo.py --data {args.data} --bootstrap {args.bootstrap}`\n\n"
                     "Fit: bpb → length-normalised accuracy sigmoid on 190M–1.3B × {1,2,5,10}×C ladder checkpoints "
                     "(first 10% of each run skipped, 5-checkpoint moving average), bootstrap over the 16 ladder runs; "

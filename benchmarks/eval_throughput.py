@@ -57,7 +57,7 @@ def main() -> None:
     print(text)
     if args.append:
         with open(args.append, "a") as f:
-            f.write("\n## Eval scoring throughput vs lm-evaluation-harness (eval engineer)\n\n"
+            f.write("\n## Eval scoring throughput vs lm-evaluation-harness\n\n"
                     f"Command: `python benchmarks/eval_throughput.py --batch-size {args.batch_size}` "
                     "(lm-eval 0.4.13 with accelerate on the path)\n\n" + text)
 

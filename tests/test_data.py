@@ -99,7 +99,7 @@ def test_source_formats_read_the_same_documents(tmp_path):
     import pyarrow.parquet as pq
     import zstandard
 
-    from delphi.data.shards import iter_documents
+    from delphi.data.documents import iter_documents
 
     src = MINI / "code-val.jsonl"
     raw = src.read_bytes()

@@ -97,8 +97,7 @@ def _suite(tmp_path):
     return runs, pool
 
 
-def test_forecast_composes_both_uncertainties(tmp_path):
-    pytest.importorskip("delphi.fit.loss_law")
+def test_forecast_composes_both_uncertainties(tmp_path, plot_check):
     from delphi.downstream import compose, forecast_downstream, select_optima
 
     runs, pool = _suite(tmp_path)
@@ -117,14 +116,13 @@ def test_forecast_composes_both_uncertainties(tmp_path):
     d = json.loads(json.dumps(fc.to_dict(), default=float))
     assert d["forecasts"][0]["flops"] == 1e20 and d["step2"]["b"] >= 0.25 - 1e-9
     png = fc.plot(tmp_path / "fig.png")
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20000
+    plot_check(png, size=(11 * 130, round(4.3 * 130)))  # 11 × 4.3 in at 130 dpi
     # A soft-metric column the runs table lacks is a user error naming the available ones.
     with pytest.raises(DelphiError):
         forecast_downstream(runs, pool, soft="nope/choice_logprob", target_flops=1e21)
 
 
 def test_cli_downstream(tmp_path, capsys):
-    pytest.importorskip("delphi.fit.loss_law")
     runs, pool = _suite(tmp_path)
     runs.to_csv(tmp_path / "runs.csv", index=False)
     pool.to_csv(tmp_path / "pool.csv", index=False)

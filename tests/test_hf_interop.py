@@ -5,13 +5,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 
-transformers = pytest.importorskip("transformers")
-
-from delphi.config import ModelShape  # noqa: E402
-from delphi.errors import DelphiError  # noqa: E402
-from delphi.model import Qwen3, rope_inv_freq  # noqa: E402
-from delphi.model.hf import export_hf, hf_config, load_hf, shape_from_hf_config  # noqa: E402
+from delphi.config import ModelShape
+from delphi.errors import DelphiError
+from delphi.model import Qwen3, rope_inv_freq
+from delphi.model.hf import export_hf, hf_config, load_hf, shape_from_hf_config
 
 FIXTURES = Path(__file__).parent / "data" / "model"
 TOL = 1e-4
@@ -167,11 +166,9 @@ def test_bf16_export_round_trip_and_reexport_cleans_old_shards(tmp_path):
 
 
 def test_export_with_tokenizer(tmp_path):
-    tokenizers = pytest.importorskip("delphi.data.tokenizers")
-    try:
-        tok = tokenizers.load_tokenizer("embedded-bpe")
-    except DelphiError as e:  # the data area ships this file; until then there is nothing to export
-        pytest.skip(str(e))
+    from delphi.data.tokenizers import load_tokenizer
+
+    tok = load_tokenizer("embedded-bpe")
     s = shape(vocab_size=tok.vocab_size)
     export_hf(Qwen3(s), tok, tmp_path)
     cfg = json.loads((tmp_path / "config.json").read_text())

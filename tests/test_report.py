@@ -1,17 +1,17 @@
 """The report: every artefact of a suite report, on a synthetic but realistic suite directory.
 
-The suite's runs come from a small rescaled Delphi recipe; their losses follow a known law
+The suite is written by the same code `delphi run` uses: its TOML is read by `parse_suite` and
+stored as `suite.toml`, run directories are prepared by the executor's `prepare_run_dir`, the runs
+table is `collect` + `write_table`, fit.json is `fit_suite` on the grid's table, the held-out runs
+are forecast and registered in the ledger by `register_heldout` (`Ledger.append`), and check.json
+is `check_suite`. Only training is replaced: each run's metrics and summary follow a known law
 L(N, D) = E + A/N^a + B/D^b plus noise, so each IsoFLOP curve has a real minimum inside the grid.
-fit.json is produced by `delphi.fit` on the written runs table, as `delphi run` does; the ledger and
-check.json are written by hand in the documented schemas. Partial suites (no fit, no held-out
-run, no check, a failed run, a torn metrics line) must still produce a report that says what is
-missing.
+Partial suites (no fit, no held-out run, no check, a failed run, a torn metrics line) must still
+produce a report that says what is missing.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -19,17 +19,66 @@ from pathlib import Path
 import numpy as np
 
 from delphi.config import DataSpec
-from delphi.recipe import DELPHI
+from delphi.sweep.executors import prepare_run_dir
+from delphi.sweep.results import collect, write_table
+from delphi.sweep.suite import SuiteSpec, parse_suite
 
-TOY = dataclasses.replace(
-    DELPHI, name="toy", seq_len=128, head_dim=32, vocab_size=2048, min_width=64, width_step=32,
-    width_step_large=32, max_width=513, max_params_floor=5e7, max_tokens_per_param=400, target_steps=256,
-    min_batch=4, ref_batch=16, ref_tokens=2e7, depth_base=16, depth_log_coef=1, depth_offset=2,
-    name_suffix="toy")
 LAW = {"E": 2.3, "A": 150.0, "a": 0.30, "B": 80.0, "b": 0.30}
 GRID_BUDGETS = (1e13, 2e13, 3e13, 5e13, 1e14)  # 5 optima: bootstrap resamples need 4 distinct points
 HELDOUT_BUDGET = 1e15
 DOMAINS = ("prose", "code", "math")
+
+# A small rescaled Delphi recipe, in the suite file format `delphi run` reads.
+SUITE_TOML = """\
+[suite]
+name = "toy"
+
+[recipe]
+preset = "delphi"
+name = "toy"
+name_suffix = "toy"
+seq_len = 128
+head_dim = 32
+vocab_size = 4096
+min_width = 64
+width_step = 32
+width_step_large = 32
+max_width = 513
+max_params_floor = 5e7
+max_tokens_per_param = 400
+target_steps = 256
+min_batch = 4
+ref_batch = 16
+ref_tokens = 2e7
+depth_base = 16
+depth_log_coef = 1
+depth_offset = 2
+
+[grid]
+budgets = [1e13, 2e13, 3e13, 5e13, 1e14]
+seed = 0
+
+[heldout]
+budgets = [1e15]
+seeds = [0]
+spread_seeds = [1, 2]
+
+[data]
+mixture = "embedded"
+tokenizer = "embedded-bpe"
+
+[fit]
+metric = "loss"
+bootstrap = 200
+seed = 0
+"""
+
+
+def toy_suite(root: Path) -> SuiteSpec:
+    suite = parse_suite(SUITE_TOML, where="toy suite", out_dir=str(root))
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "suite.toml").write_text(suite.source)  # as `run_suite` keeps it
+    return suite
 
 
 def true_loss(params: float, tokens: float) -> float:
@@ -44,11 +93,12 @@ def _pick(cands, k: int = 5):
     return cands[lo:lo + k]
 
 
-def _write_run(root: Path, spec, loss: float | None, status: str, reason: str | None, rng, role: str,
-               hf: bool = True, finished: bool = True) -> dict:
+def _write_run(root: Path, spec, loss: float | None, status: str, reason: str | None, rng,
+               hf: bool = True) -> None:
+    """A trained run's directory: run.json and started.json as the executor writes them, then the
+    metrics and summary a run with final validation loss `loss` leaves."""
     d = root / "runs" / spec.name
-    d.mkdir(parents=True)
-    (d / "run.json").write_text(spec.to_json())
+    prepare_run_dir(spec, d)
     per_step = spec.batch_size * spec.shape.seq_len
     steps = np.unique(np.linspace(1, spec.train_steps, 60).astype(int))
     start = math.log(spec.shape.vocab_size)
@@ -60,114 +110,78 @@ def _write_run(root: Path, spec, loss: float | None, status: str, reason: str | 
         if status == "diverged" and frac > 0.6:
             cur = float(start + 5 * (frac - 0.6))
         lines.append({"kind": "train", "step": int(s), "lr": spec.optimizer.lr, "loss": cur, "tokens": int(s) * per_step})
-        if s in steps[::15] or s == steps[-1]:
+        if s in steps[::15] and s != steps[-1]:
             lines.append({"kind": "eval", "step": int(s), "macro_loss": cur + 0.02, "macro_bpb": (cur + 0.02) / 3,
                           "domains": {}})
+    if loss is not None:  # the final evaluation, which summary.json copies
+        lines.append({"kind": "eval", "step": int(steps[-1]), "macro_loss": loss, "macro_bpb": loss / 3.1,
+                      "domains": {}})
     (d / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     tokens = spec.tokens
-    row = {"name": spec.name, "role": role, "status": status, "reason": reason, "budget": spec.budget,
-           "flops": spec.flops, "params": spec.shape.num_params, "tokens": tokens,
-           "hidden_size": spec.shape.hidden_size, "num_layers": spec.shape.num_layers,
-           "batch_size": spec.batch_size, "train_steps": spec.train_steps, "learning_rate": spec.optimizer.lr,
-           "seed": spec.seed, "loss": loss, "bpb": None if loss is None else loss / 3.1,
-           "wall_time_s": 40.0 + tokens / 2e5, "tokens_per_s": 2e5}
-    for i, dom in enumerate(DOMAINS):
-        row[f"loss/{dom}"] = None if loss is None else loss + 0.2 * (i - 1)
-        row[f"bpb/{dom}"] = None if loss is None else (loss + 0.2 * (i - 1)) / 3.1
-    if not finished:
-        return row
-    summary = {k: row[k] for k in ("name", "status", "reason", "budget", "seed", "hidden_size", "num_layers",
-                                   "batch_size", "train_steps", "learning_rate", "params", "tokens", "flops",
-                                   "loss", "bpb", "wall_time_s", "tokens_per_s")}
-    summary.update({"recipe": spec.recipe, "final_train_loss": lines[-2]["loss"] if loss else None,
-                    "eval": {"macro_loss": loss, "macro_bpb": row["bpb"], "micro_loss": loss, "micro_bpb": row["bpb"],
-                             "domains": {dom: {"loss": row[f"loss/{dom}"], "bpb": row[f"bpb/{dom}"], "tokens": 4096,
-                                               "bytes": 12000} for dom in DOMAINS}},
-                    "mfu": 0.21, "precision": "fp32", "world_size": 1, "threads": 2, "code_version": "test",
-                    "tags": {"role": role}})
+    domains = {dom: {"loss": None if loss is None else loss + 0.2 * (i - 1),
+                     "bpb": None if loss is None else (loss + 0.2 * (i - 1)) / 3.1, "tokens": 4096, "bytes": 12000}
+               for i, dom in enumerate(DOMAINS)}
+    summary = {"name": spec.name, "status": status, "reason": reason, "budget": spec.budget, "seed": spec.seed,
+               "hidden_size": spec.shape.hidden_size, "num_layers": spec.shape.num_layers,
+               "batch_size": spec.batch_size, "train_steps": spec.train_steps, "learning_rate": spec.optimizer.lr,
+               "params": spec.shape.num_params, "tokens": tokens, "flops": spec.flops, "loss": loss,
+               "bpb": None if loss is None else loss / 3.1, "wall_time_s": 40.0 + tokens / 2e5, "tokens_per_s": 2e5,
+               "recipe": spec.recipe, "final_train_loss": lines[-2]["loss"] if loss else None,
+               "eval": {"macro_loss": loss, "macro_bpb": None if loss is None else loss / 3.1, "micro_loss": loss,
+                        "micro_bpb": None if loss is None else loss / 3.1, "domains": domains},
+               "mfu": 0.21, "precision": "fp32", "world_size": 1, "threads": 2, "code_version": "test",
+               "tags": dict(spec.tags)}
     (d / "summary.json").write_text(json.dumps(summary, indent=1))
     if hf and status == "completed":
         (d / "hf").mkdir()
         (d / "hf" / "config.json").write_text("{}")
-    return row
 
 
 def make_suite(root: Path, *, heldout: bool = True, check: bool = True, failed: bool = True,
                fit: bool = True, seed: int = 0, budgets: tuple[float, ...] = GRID_BUDGETS) -> dict:
-    """Write a suite directory under `root`; returns the facts the tests compare against."""
-    import pandas as pd
+    """Write a suite directory under `root`, stage by stage as `delphi run` does; returns the
+    facts the tests compare against."""
+    from delphi.sweep.pipeline import fit_suite, register_heldout
 
     rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "suite.toml").write_text(
-        'name = "toy"\nrecipe = "toy"\nfit_budgets = [1e13, 2e13, 3e13, 5e13, 1e14]\nheldout_budgets = [1e15]\n'
-        'seeds = [0]\n\n[data]\nmixture = "embedded"\ntokenizer = "embedded-bpe"\n\n[executor]\nkind = "local"\n')
-    data = DataSpec()
-    rows = []
+    suite = toy_suite(root)
+    names = []
     for b in budgets:
-        for c in _pick(TOY.candidates(b)):
-            spec = c.to_run_spec(data=data, tags={"role": "grid"})
+        for c in _pick(suite.recipe.candidates(b)):
+            spec = suite.run_spec(c, seed=suite.grid_seed, role="grid")
             loss = true_loss(c.params, c.tokens) * (1 + 0.002 * rng.standard_normal())
-            rows.append(_write_run(root, spec, loss, "completed", None, rng, "grid"))
+            _write_run(root, spec, loss, "completed", None, rng)
+            names.append(spec.name)
     failed_name = None
     if failed:
-        c = TOY.candidates(budgets[1])[-1]
-        spec = c.to_run_spec(data=data, tags={"role": "grid"}, name=c.name + "-lr-high")
-        rows.append(_write_run(root, spec, None, "diverged", "non-finite train loss (nan) at step 412", rng, "grid"))
+        c = suite.recipe.candidates(budgets[1])[-1]
+        spec = suite.run_spec(c, seed=suite.grid_seed, role="grid", name=c.name + "-lr-high")
+        _write_run(root, spec, None, "diverged", "non-finite train loss (nan) at step 412", rng)
         failed_name = spec.name
-    table = pd.DataFrame(rows)
-    table.to_csv(root / "runs.csv", index=False)
-    facts: dict = {"grid_names": [r["name"] for r in rows if r["status"] == "completed"], "failed": failed_name}
+    table = collect(root / "runs")
+    write_table(table, root / "runs.csv")
+    facts: dict = {"suite": suite, "grid_names": names, "failed": failed_name}
     if not fit:
         return facts
 
-    from delphi.fit.isoflop import fit_isoflop
-    from delphi.fit.loss_law import fit_loss_law
-    from delphi.fit.runs_table import load_runs_table
-
-    ok = table[table["status"] == "completed"]
-    ok.to_csv(root / "fit-input.csv", index=False)
-    sha = hashlib.sha256((root / "fit-input.csv").read_bytes()).hexdigest()
-    iso = fit_isoflop(load_runs_table(root / "fit-input.csv"), metric="loss")
-    optima = iso.optima()
-    law = fit_loss_law(optima["flops"], optima["loss"], bootstrap=200, seed=0)
-    (root / "fit.json").write_text(json.dumps({"metric": "loss", "isoflop": iso.to_dict(), "loss_law": law.to_dict(),
-                                               "runs_table_sha256": sha,
-                                               "settings": {"metric": "loss", "bootstrap": 200, "seed": 0}}))
-    facts["law"] = law
-    facts["iso"] = iso
+    fitted = fit_suite(suite, write_table(table, root / "fit-input.csv"))
+    (root / "fit.json").write_text(json.dumps(fitted["record"], indent=2))
+    facts.update(law=fitted["law"], iso=fitted["iso"])
     if not heldout:
         return facts
 
-    alloc = iso.to_dict()["allocation"]["tokens"]
-    c = TOY.heldout(HELDOUT_BUDGET, alloc["A"], alloc["alpha"], suffix="heldout")
-    spec = c.to_run_spec(data=data, tags={"role": "heldout"})
-    forecast = float(law.predict(spec.flops))
-    lo, hi = (float(x) for x in law.interval(spec.flops))
-    loo = [float(x) for x in law.loo(spec.flops)]
-    ledger_entry = {"index": 0, "kind": "forecast", "timestamp": "2025-01-01T00:00:00Z",
-                    "forecast": {"run": spec.name, "budget": HELDOUT_BUDGET, "flops": spec.flops, "loss": forecast,
-                                 "ci_low": lo, "ci_high": hi, "loo_min": loo[0], "loo_max": loo[1], "seed": 0},
-                    "run_spec": spec.to_dict(), "runs_table_sha256": sha, "prev_hash": None}
-    ledger_entry["hash"] = hashlib.sha256(json.dumps(ledger_entry, sort_keys=True).encode()).hexdigest()
-    (root / "ledger.jsonl").write_text(json.dumps(ledger_entry) + "\n")
-    actual = true_loss(c.params, c.tokens) * 1.004
-    row = _write_run(root, spec, actual, "completed", None, rng, "heldout")
-    table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
-    table.to_csv(root / "runs.csv", index=False)
-    facts.update(heldout=spec.name, forecast=forecast, ci=(lo, hi), loo=loo, actual=actual, spec=spec,
-                 ledger_hash=ledger_entry["hash"])
+    specs = register_heldout(suite, root, fitted, progress=False)
+    for spec in specs:
+        cand_loss = true_loss(spec.shape.num_params, spec.tokens)
+        _write_run(root, spec, cand_loss * (1.004 + 0.001 * spec.seed), "completed", None, rng)
+    write_table(collect(root / "runs"), root / "runs.csv")
+    facts.update(heldout=[s.name for s in specs], spec=specs[0], ledger_hash=specs[0].tags["ledger_entry"])
     if check:
-        res = (actual - forecast) / forecast * 100
-        largest = max(budgets)
-        (root / "check.json").write_text(json.dumps({"ledger_ok": True, "ledger_problems": [], "results": [{
-            "run": spec.name, "seed": 0, "budget": HELDOUT_BUDGET, "flops": spec.flops,
-            "extrapolation": spec.flops / largest, "forecast": forecast, "ci_low": lo, "ci_high": hi,
-            "loo_min": loo[0], "loo_max": loo[1], "actual": actual, "residual_pct": res,
-            "inside": bool(lo <= actual <= hi), "ledger_entry": ledger_entry["hash"], "status": "scored"}],
-            "seed_spread": [{"budget": HELDOUT_BUDGET, "seeds": 3, "mean": actual, "min": actual - 0.01,
-                             "max": actual + 0.01, "range_pct": 0.42, "std_pct": 0.21}]}))
-        facts["residual_pct"] = res
+        from delphi.forecast.check import check_suite
+
+        result = check_suite(root)
+        (root / "check.json").write_text(json.dumps(result, indent=2))
+        facts["check"] = result
     return facts
 
 
@@ -178,22 +192,24 @@ import re  # noqa: E402
 import pytest  # noqa: E402
 
 from delphi.errors import DelphiError  # noqa: E402
+from delphi.forecast.ledger import Ledger  # noqa: E402
 from delphi.report import build_report  # noqa: E402
 from delphi.report import fmt  # noqa: E402
 from delphi.report.model_card import card_title, model_card  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("isoflop", "allocation", "loss_law", "training")
+FIGURE_INCHES = {"isoflop": (9.0, 4.8), "allocation": (9.6, 4.0), "loss_law": (7.6, 4.8), "training": (10.0, 4.2)}
+REPORT_DPI = 110  # the report style's figure.dpi, which the PNGs are saved at
 
 
-def _needs_fit():
-    pytest.importorskip("delphi.fit.isoflop", reason="delphi.fit (the fitting area) is not available")
-    pytest.importorskip("delphi.fit.loss_law", reason="delphi.fit (the fitting area) is not available")
+def figure_pixels(key: str) -> tuple[int, int]:
+    w, h = FIGURE_INCHES[key]
+    return round(w * REPORT_DPI), round(h * REPORT_DPI)
 
 
 @pytest.fixture(scope="module")
 def full(tmp_path_factory):
-    _needs_fit()
     root = tmp_path_factory.mktemp("full") / "suite"
     facts = make_suite(root)
     paths = build_report(root)
@@ -208,45 +224,72 @@ def _text_of(html: str) -> str:
     return re.sub(r"\s+", " ", text)
 
 
-def test_every_artefact_is_written(full):
+def _summary_loss(root: Path, name: str) -> float:
+    return json.loads((root / "runs" / name / "summary.json").read_text())["loss"]
+
+
+def test_the_fixture_is_what_delphi_run_writes(full):
+    """The suite directory passes the real readers: suite.toml parses, the ledger verifies, and
+    check scored every held-out run against the forecast registered for it."""
+    root, facts, *_ = full
+    assert parse_suite((root / "suite.toml").read_text()).name == "toy"
+    ledger = Ledger(root / "ledger.jsonl")
+    assert ledger.verify().ok
+    entries = ledger.read()
+    assert [e["forecast"]["run"] for e in entries] == facts["heldout"]
+    assert facts["check"]["ok"] and [r["status"] for r in facts["check"]["results"]] == ["scored"] * 3
+
+
+def test_every_artefact_is_written(full, plot_check):
     root, facts, paths, html, md = full
     assert paths["html"] == root / "report.html" and paths["markdown"] == root / "report.md"
     for key in FIGURES:
         p = paths[f"figure:{key}"]
         assert p == root / "figures" / f"{key}.png"
-        data = p.read_bytes()
-        assert data.startswith(PNG_MAGIC) and len(data) > 20_000, key  # a real plot, not an empty canvas
+        assert p.read_bytes().startswith(PNG_MAGIC), key
+        plot_check(p, size=figure_pixels(key))
         assert f"](figures/{key}.png)" in md
     # Self-contained HTML: every figure embedded, nothing fetched from elsewhere.
     assert html.count('src="data:image/png;base64,') == len(FIGURES)
     assert not re.search(r'(src|href)="(https?:)?//', html) and "<link" not in html and "<script" not in html
     # One card per completed run (grid + held-out), each beside its exported weights.
     cards = {k[5:]: v for k, v in paths.items() if k.startswith("card:")}
-    assert set(cards) == set(facts["grid_names"]) | {facts["heldout"]}
+    assert set(cards) == set(facts["grid_names"]) | set(facts["heldout"])
     for name, p in cards.items():
         assert p == root / "runs" / name / "hf" / "README.md"
     assert facts["failed"] not in cards
 
 
 def test_residual_table_has_the_checked_numbers(full):
+    """Each held-out row shows the registered forecast (from the ledger), the run's actual loss
+    (from its summary) and the residual (actual − forecast) / forecast."""
     root, facts, paths, html, md = full
-    row = next(line for line in md.splitlines() if line.startswith(f"| `{facts['heldout']}`"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    lo, hi = facts["ci"]
-    inside = lo <= facts["actual"] <= hi
-    assert cells[3] == "10.0×"  # 1e15 / 1e14
-    assert cells[4] == f"{facts['forecast']:.4f}"
-    assert cells[5] == f"[{lo:.4f}, {hi:.4f}]"
-    assert cells[6] == f"[{facts['loo'][0]:.4f}, {facts['loo'][1]:.4f}]"
-    assert cells[7] == f"{facts['actual']:.4f}"
-    assert cells[8] == f"{facts['residual_pct']:+.2f}%"
-    assert cells[9] == ("yes" if inside else "**no**")
-    assert cells[10] == f"`{facts['ledger_hash'][:12]}…`" and cells[11] == "scored"
-    spread = next(line for line in md.splitlines() if "0.42%" in line)
-    assert [c.strip() for c in spread.strip("|").split("|")][1::3] == ["3", "0.42%"]
     text = _text_of(html)
-    assert f"residual {facts['residual_pct']:+.2f}%" in text
-    assert ("inside the 95% interval" if inside else "OUTSIDE the 95% interval") in text
+    registered = {e["forecast"]["run"]: e for e in Ledger(root / "ledger.jsonl").read()}
+    for name in facts["heldout"]:
+        f, entry = registered[name]["forecast"], registered[name]
+        actual = _summary_loss(root, name)
+        residual = 100 * (actual - f["loss"]) / f["loss"]
+        inside = f["ci_low"] <= actual <= f["ci_high"]
+        row = next(line for line in md.splitlines() if line.startswith(f"| `{name}`"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == str(f["seed"])
+        assert cells[3] == "10.0×"  # 1e15 / 1e14
+        assert cells[4] == f"{f['loss']:.4f}"
+        assert cells[5] == f"[{f['ci_low']:.4f}, {f['ci_high']:.4f}]"
+        assert cells[6] == f"[{f['loo_min']:.4f}, {f['loo_max']:.4f}]"
+        assert cells[7] == f"{actual:.4f}"
+        assert cells[8] == f"{residual:+.2f}%"
+        assert cells[9] == ("yes" if inside else "**no**")
+        assert cells[10] == f"`{entry['hash'][:12]}…`" and cells[11] == "scored"
+        assert f"residual {residual:+.2f}%" in text
+        assert ("inside the 95% interval" if inside else "OUTSIDE the 95% interval") in text
+    # Three seeds at 1e15: the seed-spread table gives their range as a share of their mean.
+    losses = [_summary_loss(root, n) for n in facts["heldout"]]
+    spread = next(line for line in md.splitlines() if line.startswith(f"| {fmt.pretty_flops(HELDOUT_BUDGET)} | 3 |"))
+    cells = [c.strip() for c in spread.strip("|").split("|")]
+    assert cells[2] == f"{np.mean(losses):.4f}" and cells[3] == f"[{min(losses):.4f}, {max(losses):.4f}]"
+    assert cells[4] == f"{100 * (max(losses) - min(losses)) / np.mean(losses):.2f}%"
 
 
 def test_fit_numbers_and_laws_are_reported(full):
@@ -272,7 +315,7 @@ def test_recipe_table_lists_every_run_with_its_recipe(full):
                            f"{spec.shape.num_params:,}", str(spec.batch_size), f"{spec.train_steps:,}"]
     assert cells[10] == f"{spec.tokens:,}"
     assert cells[11:15] == [f"{o.lr:.4g}", f"{o.adam_lr:.4g}", f"{o.epsilon:.3g}", f"{o.beta2:.6g}"]
-    assert cells[16] == fmt.sci(spec.flops) and cells[17] == f"{facts['actual']:.4f}"
+    assert cells[16] == fmt.sci(spec.flops) and cells[17] == f"{_summary_loss(root, spec.name):.4f}"
     for name in facts["grid_names"]:
         assert f"| `{name}` | grid | completed |" in md
     assert f"| `{facts['failed']}` | grid | diverged |" in md
@@ -291,10 +334,10 @@ def test_model_card_matches_the_run(full):
     assert rows["Hidden size"] == str(spec.shape.hidden_size) and rows["Layers"] == str(spec.shape.num_layers)
     assert rows["Attention heads"] == str(spec.shape.num_heads) and rows["Head dim"] == "32"
     assert rows["FFN intermediate"] == f"{4 * spec.shape.hidden_size} (MLP ratio 4)"
-    assert rows["Vocab size"].startswith("2,048 ")
+    assert rows["Vocab size"].startswith("4,096 ")
     assert rows["Tokens"] == f"{spec.tokens:,}" and rows["Steps"] == f"{spec.train_steps:,}"
     assert rows["Peak LR (AdamH, linear weights)"] == f"{spec.optimizer.lr:.4g}"
-    assert rows["Validation loss (macro, nats/token)"] == f"{facts['actual']:.4f}"
+    assert rows["Validation loss (macro, nats/token)"] == f"{_summary_loss(root, spec.name):.4f}"
     assert rows["Tied embeddings"] == "No" and rows["Bias terms"] == "None"
     assert "held-out run" in card
     # The same card is in the report.
@@ -320,8 +363,7 @@ def test_delphi_1e22_card_reproduces_the_released_numbers():
     assert t["Batch size"].startswith("1024 sequences × 4096 tokens")
 
 
-def test_partial_suite_without_heldout_or_check(tmp_path):
-    _needs_fit()
+def test_partial_suite_without_heldout_or_check(tmp_path, plot_check):
     root = tmp_path / "suite"
     facts = make_suite(root, heldout=False)
     paths = build_report(root)
@@ -329,11 +371,11 @@ def test_partial_suite_without_heldout_or_check(tmp_path):
     assert "check.json is missing" in text and "no held-out run in the runs table yet" in text
     assert "no forecast has been registered yet" in text
     for key in FIGURES:  # the loss law is drawn through the optima even with nothing to check
-        assert paths[f"figure:{key}"].read_bytes().startswith(PNG_MAGIC)
+        plot_check(paths[f"figure:{key}"], size=figure_pixels(key))
     assert len([k for k in paths if k.startswith("card:")]) == len(facts["grid_names"])
 
 
-def test_suite_before_any_fit(tmp_path):
+def test_suite_before_any_fit(tmp_path, plot_check):
     """Only runs.csv and run directories: a report with the curves it can draw and clear notes."""
     root = tmp_path / "suite"
     make_suite(root, fit=False, failed=False, budgets=GRID_BUDGETS[:3])
@@ -344,33 +386,41 @@ def test_suite_before_any_fit(tmp_path):
     paths = build_report(root)
     text = _text_of(paths["html"].read_text())
     assert "fit.json is missing" in text and "unreadable line(s) skipped" in text
-    assert paths["figure:training"].read_bytes().startswith(PNG_MAGIC)
-    assert paths["figure:isoflop"].read_bytes().startswith(PNG_MAGIC)  # the grid's points, at least
+    plot_check(paths["figure:training"], size=figure_pixels("training"))
+    plot_check(paths["figure:isoflop"], size=figure_pixels("isoflop"))  # the grid's points, at least
 
 
-def test_unscored_heldout_and_broken_ledger_are_visible(tmp_path):
+def test_unscored_heldout_and_broken_ledger_are_visible(full, tmp_path):
+    """A ledger edited after registration: check refuses to score, and the report says so."""
+    import shutil
+
+    from delphi.forecast.check import check_suite
+
     root = tmp_path / "suite"
-    make_suite(root, fit=False, failed=False, budgets=GRID_BUDGETS[:3])
-    (root / "check.json").write_text(json.dumps({"ledger_ok": False, "ledger_problems": ["entry 1: hash mismatch"],
-                                                 "results": [{"run": "isoflop-1e+15-x-heldout", "seed": 0,
-                                                              "budget": 1e15, "flops": 1.01e15, "extrapolation": 10.1,
-                                                              "forecast": 3.9, "ci_low": 3.8, "ci_high": 4.0,
-                                                              "loo_min": 3.85, "loo_max": 3.95, "actual": None,
-                                                              "residual_pct": None, "inside": None,
-                                                              "ledger_entry": "ab" * 32,
-                                                              "status": "refused: the ledger fails verification"}]}))
+    shutil.copytree(full[0], root)
+    ledger = root / "ledger.jsonl"
+    lines = ledger.read_text().splitlines()
+    entry = json.loads(lines[0])
+    entry["forecast"]["loss"] = round(entry["forecast"]["loss"] - 0.05, 4)  # a forecast moved after the fact
+    ledger.write_text("\n".join([json.dumps(entry, sort_keys=True)] + lines[1:]) + "\n")
+    result = check_suite(root)
+    (root / "check.json").write_text(json.dumps(result, indent=2))
+    assert not result["ledger_ok"] and result["ledger_problems"]
     paths = build_report(root)
     text = _text_of(paths["html"].read_text())
-    assert "The ledger FAILS verification (entry 1: hash mismatch)" in text
+    assert f"The ledger FAILS verification ({result['ledger_problems'][0]}" in text
     assert "not scored (refused: the ledger fails verification)" in text
     md = paths["markdown"].read_text()
-    assert "| `isoflop-1e+15-x-heldout` | 0 | 1 × 10¹⁵ | 10.1× | 3.9000 | [3.8000, 4.0000] |" in md
+    f = entry["forecast"]
+    assert (f"| `{f['run']}` | 0 | {fmt.pretty_flops(f['flops'])} | {f['extrapolation']:.1f}× | {f['loss']:.4f} | "
+            f"[{f['ci_low']:.4f}, {f['ci_high']:.4f}] |") in md
 
 
 def test_unfinished_and_empty_suites(tmp_path):
     root = tmp_path / "suite"
     (root / "runs" / "isoflop-a").mkdir(parents=True)
-    (root / "suite.toml").write_text('name = "fresh"\n')
+    fresh = parse_suite(SUITE_TOML.replace('name = "toy"', 'name = "fresh"', 1))
+    (root / "suite.toml").write_text(fresh.source)
     paths = build_report(root)
     text = _text_of(paths["html"].read_text())
     assert "Delphi suite report — fresh" in text
@@ -404,10 +454,8 @@ def test_cli_writes_to_out_dir(tmp_path, capsys):
     assert "report.html" in capsys.readouterr().out
 
 
-def test_downstream_section(tmp_path):
+def test_downstream_section(tmp_path, plot_check):
     """With evals enabled the suite has downstream.json (+ the runner's downstream.png): both shown."""
-    _needs_fit()
-    pytest.importorskip("delphi.downstream", reason="delphi.downstream (the eval area) is not available")
     import pandas as pd
 
     from delphi.downstream import compose, fit_sigmoid, fit_soft_law, select_optima
@@ -429,7 +477,7 @@ def test_downstream_section(tmp_path):
     (root / "downstream.json").write_text(json.dumps(fc.to_dict()))
     fc.plot(root / "downstream.png")
     paths = build_report(root)
-    assert paths["figure:downstream"].read_bytes().startswith(PNG_MAGIC)
+    plot_check(paths["figure:downstream"], size=(11 * 130, round(4.3 * 130)))  # downstream.plot: 11 × 4.3 in
     html = paths["html"].read_text()
     assert html.count('src="data:image/png;base64,') == len(FIGURES) + 1
     md = paths["markdown"].read_text()
@@ -439,7 +487,7 @@ def test_downstream_section(tmp_path):
         assert f"| {100 * a:.1f}% |" in md
 
 
-def test_skipped_and_flagged_buckets_are_explained(full, tmp_path):
+def test_skipped_and_flagged_buckets_are_explained(full, tmp_path, plot_check):
     """A bucket without an optimum (too few runs) and one whose vertex lies off the grid."""
     import shutil
 
@@ -459,7 +507,7 @@ def test_skipped_and_flagged_buckets_are_explained(full, tmp_path):
                    if line.startswith(f"| {fmt.pretty_flops(iso['buckets'][0]['flops'])} |"))
     assert "optimum beyond the largest token count" in flagged
     assert "D*(C) =" not in md  # no allocation law to state
-    assert paths["figure:isoflop"].read_bytes().startswith(PNG_MAGIC)
+    plot_check(paths["figure:isoflop"], size=figure_pixels("isoflop"))
 
 
 def test_report_command_imports_nothing_heavy():

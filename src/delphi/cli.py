@@ -1,7 +1,7 @@
 """The `delphi` command line: a thin layer over the package's functions.
 
-Subcommands live in `delphi.commands.*` and are discovered at start-up, so each area of the
-package owns its own commands and adding one touches no shared file.
+Subcommands live in `delphi.commands.*` and are discovered at start-up: each module there registers
+its own commands, so adding one touches no shared file.
 """
 
 from __future__ import annotations

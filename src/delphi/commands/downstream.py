@@ -33,25 +33,12 @@ def _load_runs(path):
     from pathlib import Path
 
     from delphi.errors import DelphiError
+    from delphi.fit.runs_table import load_runs_table
 
-    try:
-        from delphi.fit.runs_table import load_runs_table
-    except ImportError:  # the fit area's loader; plain tables still work without it
-        load_runs_table = None
     p = Path(path)
     if not p.exists():
         raise DelphiError(f"runs table {p} not found")
-    if load_runs_table is not None:
-        return load_runs_table(p)
-    import pandas as pd
-
-    if p.suffix == ".csv":
-        return pd.read_csv(p)
-    if p.suffix in (".parquet", ".pq"):
-        return pd.read_parquet(p)
-    if p.suffix in (".jsonl", ".json"):
-        return pd.read_json(p, lines=p.suffix == ".jsonl")
-    raise DelphiError(f"cannot read runs table {p}: use CSV, Parquet or JSON Lines")
+    return load_runs_table(p)
 
 
 def run(args: argparse.Namespace) -> int:

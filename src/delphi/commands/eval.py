@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from delphi.errors import DelphiError
-    from delphi.eval import PRESETS, TASKS, evaluate, format_table, open_model, parse_tasks, save_results
+    from delphi.eval import PRESETS, TASKS, evaluate_tasks, format_table, open_model, parse_tasks, save_results
 
     if args.list:
         for name, t in sorted(TASKS.items()):
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     everything = []
     for model in args.models:
         scorer, info = open_model(model, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
-        results = evaluate(scorer, tasks, data_dir=args.data_dir, limit=args.limit, progress=not args.no_progress)
+        results = evaluate_tasks(scorer, tasks, data_dir=args.data_dir, limit=args.limit, progress=not args.no_progress)
         if args.out is None:
             out = Path(info["results_dir"])
         else:

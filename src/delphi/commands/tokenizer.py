@@ -28,8 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from delphi.data.shards import expand_sources
-    from delphi.data.tokenizers import iter_corpus_texts, load_tokenizer, train_bpe
+    from delphi.data.documents import expand_sources, iter_corpus_texts
+    from delphi.data.tokenizers import load_tokenizer, train_bpe
     from delphi.errors import DelphiError
 
     if args.vocab_size < 257:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import tomllib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,13 +83,6 @@ def _load_file(path: Path) -> dict[str, Any]:
             raise DelphiError(f"mixture file {path}: not valid JSON at line {e.lineno} ({e.msg})") from None
         except RecursionError:
             raise DelphiError(f"mixture file {path}: not valid JSON (nested too deeply)") from None
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        try:
-            import tomli as tomllib
-        except ImportError:
-            raise DelphiError(f"mixture file {path}: reading TOML needs Python 3.11+ or 'tomli'; use a .json mixture") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

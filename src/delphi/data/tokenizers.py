@@ -27,7 +27,7 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -439,11 +439,3 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 4096, *, min_frequency: in
              if piece != BPE_EOS}
     return tiktoken_to_hf(ranks, LLAMA3_PATTERN, {BPE_EOS: tok.token_to_id(BPE_EOS)})
 
-
-def iter_corpus_texts(paths: Sequence[str | os.PathLike], text_field: str = "text") -> Iterator[str]:
-    """Texts of every document in ``paths`` (any source format :mod:`delphi.data.shards` reads)."""
-    from delphi.data.shards import iter_documents, expand_sources
-
-    for f in expand_sources(paths):
-        for doc in iter_documents(f, text_field=text_field):
-            yield doc.text

@@ -79,7 +79,7 @@ class SoftLaw:
 def fit_soft_law(flops: Sequence[float], values: Sequence[float], *, column: str = "soft",
                  names: Sequence[str] | None = None, higher: bool | None = None, bootstrap: int = 2000,
                  seed: int = 0) -> SoftLaw:
-    """Step 1 through the fit engineer's `fit_loss_law` (the same law and bootstrap as the loss)."""
+    """Step 1: `delphi.fit.loss_law.fit_loss_law` on the soft metric (the same law and bootstrap as the loss)."""
     from delphi.fit.loss_law import fit_loss_law
 
     flops = np.asarray(flops, dtype=float)

@@ -1,9 +1,9 @@
 """Downstream evaluation: multiple choice, Winograd-style partial scoring, LAMBADA and GSM8K
 reference likelihoods, scored for Delphi runs and any local Hugging Face causal LM.
 
-    from delphi.eval import open_model, evaluate, save_results
+    from delphi.eval import open_model, evaluate_tasks, save_results
     scorer, info = open_model("runs/d512-L8")          # a run dir (uses its hf/ export) or HF dir
-    results = evaluate(scorer, "mmlu_sl_verb:5,gsm8k:5")
+    results = evaluate_tasks(scorer, "mmlu_sl_verb:5,gsm8k:5")
     save_results(results, info["results_dir"])
 
 Importing this package does not import torch; the backends do, when a model is opened.
@@ -15,12 +15,12 @@ import json
 from pathlib import Path
 
 from delphi.errors import DelphiError
-from delphi.eval.runner import (TaskResult, evaluate, format_table, load_results, merge_into_runs_table,
+from delphi.eval.runner import (TaskResult, evaluate_tasks, format_table, load_results, merge_into_runs_table,
                                 results_table, save_results, wide_results)
 from delphi.eval.scoring import HIGHER_IS_BETTER
 from delphi.eval.tasks import PRESETS, TASKS, Task, parse_tasks
 
-__all__ = ["open_model", "evaluate", "save_results", "load_results", "results_table", "format_table",
+__all__ = ["open_model", "evaluate_tasks", "save_results", "load_results", "results_table", "format_table",
            "wide_results", "merge_into_runs_table", "TaskResult", "Task", "TASKS", "PRESETS",
            "parse_tasks", "HIGHER_IS_BETTER", "hf_backend", "model_backend"]
 

@@ -43,8 +43,8 @@ class TaskResult:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-def evaluate(scorer, tasks: str | list[str] | list[Task], *, data_dir: str | Path | None = None,
-             limit: int | None = None, progress: bool = True) -> list[TaskResult]:
+def evaluate_tasks(scorer, tasks: str | list[str] | list[Task], *, data_dir: str | Path | None = None,
+                   limit: int | None = None, progress: bool = True) -> list[TaskResult]:
     """Score `tasks` (names, presets, or `Task`s) with a backend from `delphi.eval.backends`."""
     if isinstance(tasks, (str,)) or (isinstance(tasks, list) and tasks and isinstance(tasks[0], str)):
         tasks = parse_tasks(tasks)  # type: ignore[arg-type]

@@ -1,6 +1,6 @@
 """Build the committed, seeded evaluation subsets from the full sets.
 
-    python -m delphi.eval.subsets /work/shared/data/eval src/delphi.eval.sources
+    python -m delphi.eval.subsets FULL_SETS_DIR src/delphi/eval/data
 
 Each subset keeps the whole few-shot pool plus a seeded sample of the scored items (all of them
 for small sets), in the source records' own format, xz-compressed. MMLU keeps every dev item

@@ -3,33 +3,15 @@
 * `delphi`    — Complete(d)AdamH at paper scale (exact).
 * `delphi-v1` — Cautious AdamC, Delphi's first attempt (baseline).
 * `cpu`       — Complete(d)AdamH with its constants rescaled for CPU ladders (the `tiny` and
-  `micro` suites). Every rule is Delphi's: depth formula, MLP ratio 4, QK-norm, MHA, AdamH on
-  projections + Adam on embeddings/norms, WSD 10%/20%, token-horizon LR (T0/T)^0.3, batch rule,
-  β2/ε transfer, the tokens-per-parameter cap. Only the constants move, for these reasons:
-    - seq_len 128, head dim 16, vocab 1024 (`embedded-bpe-1k`): at 1e10–1e14 FLOPs a 4096-token
-      context or a large vocabulary would leave no compute for the network itself (measured: at
-      width 64 a 4096-token LM head is ~75% of the FLOPs; with 1024 tokens a run reads ~2× more
-      text per FLOP, see benchmarks/RESULTS.md);
-    - widths 16, 32, 48, … (step 16) below 512 (width 16 is one head), and min_tokens_per_param 0.2 (not a Delphi rule)
-      so each IsoFLOP curve spans its optimum (measured near 1–4 tokens/param at 3e11 FLOPs,
-      where embeddings are most of the parameters) without spending compute on models far too
-      large for the budget;
-    - target_steps 1024 and min batch 2 (Delphi: 2^16 and 8): CPU runs see 10^5–10^7 tokens, so
-      runs get ~1000 steps. Halving the batch from the 512-step rule lowered the loss by 0.9%,
-      1.5% and 1.2% at 6e10, 6e11 and 6e12 FLOPs at no cost in speed (AMD EPYC Zen 4, bf16);
-      with 128 target steps the held-out run of `tiny` trained 74 steps at batch 512 and missed
-      its forecast by +5.9% (benchmarks/RESULTS.md);
-    - batches rounded to whole sequences, not powers of two: with ~1000-step runs, power-of-two
-      batches made the step count jump up to 2× between neighbouring widths of an IsoFLOP curve
-      (264–494 steps at one budget), which put kinks of 1–3% into the curves;
-    - reference point (width 64, B0 = 16 sequences, T0 = 1e6 tokens, 488 steps) with η0, η0,Adam,
-      ε0, β2,0 searched by `delphi tune search` (30 trials: 20 over the default space, then 10
-      around the best; benchmarks/tune/): macro loss 3.876 against 4.070 for the untuned
-      constants (η0 0.01, η0,Adam 0.004, ε0 1e-8, β2,0 0.999). The embedding/norm LR η0,Adam
-      matters most (one-layer models: embeddings are most of the parameters); 0.03–0.06 are
-      within 0.13% of each other. AdamH moves each matrix by a relative `lr` per step, so
-      few-hundred-step runs need larger steps than Delphi's 30k-step runs: the LR cap is 0.1,
-      not 0.01.
+  `micro` suites). Every rule is Delphi's (depth formula, MLP ratio 4, QK-norm, MHA, AdamH +
+  Adam, WSD 10%/20%, token-horizon LR (T0/T)^0.3, batch rule, β2/ε transfer, tokens-per-parameter
+  cap); only these constants move (the measurements behind them: docs/tune.md):
+    - seq_len 128, head_dim 16, vocab 1024: a 4096-token LM head alone is ~75% of a width-64 model's FLOPs.
+    - widths 16–512 in steps of 16, min_tokens_per_param 0.2: each IsoFLOP curve spans its optimum.
+    - target_steps 1024, min_batch 2: ~1000-step runs; halving the 512-step batch lowered the loss 0.9–1.5%.
+    - batch_rounding "integer": power-of-two batches put 1–3% kinks into the IsoFLOP curves.
+    - lr0 0.0214, adam_lr0 0.0632, epsilon0 1.6e-9, beta2_0 0.9995 (B0 16, T0 1e6): tuned, 4.8% lower loss.
+    - lr_cap 0.1: runs of a few hundred steps need larger relative AdamH steps than Delphi's 30k-step runs.
 """
 
 from __future__ import annotations

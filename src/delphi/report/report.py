@@ -18,7 +18,7 @@ from typing import Any
 
 from delphi.report import fmt
 from delphi.report.document import Bullets, Code, Details, Figure, Heading, Note, Para, Table, to_html, to_markdown
-from delphi.report.suite import Suite, load_suite, ok_mask
+from delphi.report.suite import Suite, ok_mask, read_suite_dir
 
 
 # ---- sections --------------------------------------------------------------------------------
@@ -366,7 +366,7 @@ def build_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> di
     from delphi.report.fitview import build_fit_view
     from delphi.report import plots
 
-    suite = load_suite(suite_dir)
+    suite = read_suite_dir(suite_dir)
     out = Path(out_dir) if out_dir is not None else suite.path
     out.mkdir(parents=True, exist_ok=True)
     figdir = out / "figures"
@@ -446,7 +446,7 @@ def build_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> di
             items.append(f"bootstrap: {int(extra['n_bootstrap'])} resamples, seed {extra.get('seed', '–')}, "
                          f"{fmt.num(extra.get('confidence')) or 0.95:.0%} percentile intervals")
         blocks.append(Bullets(items))
-        # The fitting area's own warnings about an ill-determined law belong next to the law.
+        # The fit's own warnings about an ill-determined law belong next to the law.
         if extra.get("converged") is False:
             blocks.append(Note(f"the loss-law fit did not converge ({extra.get('status', 'no status')}): α sits at "
                                "the edge of its search range, so the law may be poorly determined", "warn"))

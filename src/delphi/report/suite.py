@@ -8,6 +8,7 @@ unreadable piece becomes a `notes` line that the report shows, instead of an exc
 from __future__ import annotations
 
 import json
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,7 @@ def _table_from_summaries(runs: dict[str, RunData]):
     return pd.DataFrame(rows)
 
 
-def load_suite(suite_dir: str | Path) -> Suite:
+def read_suite_dir(suite_dir: str | Path) -> Suite:
     """Load a suite directory. Raises DelphiError only when it is not a suite directory at all."""
     import pandas as pd
 
@@ -147,20 +148,15 @@ def load_suite(suite_dir: str | Path) -> Suite:
     if (path / "suite.toml").is_file():
         spec_text = (path / "suite.toml").read_text(errors="replace")
         try:
-            import tomllib  # Python ≥ 3.11; the report only shows the spec, so older Pythons skip parsing
-
             spec = tomllib.loads(spec_text)
-        except ImportError:
-            spec = None
         except Exception as e:  # noqa: BLE001 — a malformed spec must not stop the report
             notes.append(f"suite.toml could not be parsed ({e}); shown as text only")
     else:
         notes.append("suite.toml is missing: the suite's settings are not shown")
     name = path.resolve().name
-    if isinstance(spec, dict):
-        section = spec.get("suite")
-        given = spec.get("name") or (section.get("name") if isinstance(section, dict) else None)
-        name = str(given or name)
+    section = spec.get("suite") if isinstance(spec, dict) else None
+    if isinstance(section, dict) and section.get("name"):
+        name = str(section["name"])
 
     # Runs: every directory under runs/ (finished or not).
     runs: dict[str, RunData] = {}
@@ -241,4 +237,4 @@ def load_suite(suite_dir: str | Path) -> Suite:
                  check=check, downstream=downstream, runs=runs, notes=notes)
 
 
-__all__ = ["RunData", "Suite", "load_suite", "ok_mask"]
+__all__ = ["RunData", "Suite", "read_suite_dir", "ok_mask"]

@@ -306,7 +306,7 @@ def downstream_stage(suite: SuiteSpec, d: Path, table, progress: bool):
     downstream.png). Each run's results are kept in runs/<name>/eval/, so a re-run evaluates
     only what is new."""
     from delphi.downstream import forecast_downstream
-    from delphi.eval import evaluate, load_results, merge_into_runs_table, open_model, save_results
+    from delphi.eval import evaluate_tasks, load_results, merge_into_runs_table, open_model, save_results
 
     done = table[table["status"] == "completed"]
     grid = done[done["role"] == "grid"]
@@ -319,8 +319,8 @@ def downstream_stage(suite: SuiteSpec, d: Path, table, progress: bool):
         if not out.exists():
             _say(progress, f"[bold]eval[/] {name}: {', '.join(suite.downstream_tasks)}")
             scorer, _ = open_model(run_dir)
-            save_results(evaluate(scorer, list(suite.downstream_tasks), limit=suite.downstream_limit,
-                                  progress=progress), out)
+            save_results(evaluate_tasks(scorer, list(suite.downstream_tasks), limit=suite.downstream_limit,
+                                        progress=progress), out)
         results.extend(load_results(out))
     table = merge_into_runs_table(table, results)
     write_table(table, d / "runs.csv")

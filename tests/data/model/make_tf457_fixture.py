@@ -1,4 +1,4 @@
-# Run with transformers 4.57.6 on PYTHONPATH (pip install --target /tmp/tf457 --no-deps transformers==4.57.6 "huggingface_hub<1" "tokenizers<0.23").
+# Run with transformers 4.57.6 on PYTHONPATH=TF457_DIR (pip install --target TF457_DIR --no-deps transformers==4.57.6 "huggingface_hub<1" "tokenizers<0.23").
 import json, sys, torch, transformers
 from transformers import Qwen3Config, Qwen3ForCausalLM
 assert transformers.__version__.startswith("4.57"), transformers.__version__

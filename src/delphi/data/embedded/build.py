@@ -52,7 +52,8 @@ def main(corpus: Path | None) -> None:
             print(f"{dest.name}: {len(lines)} docs, {dest.stat().st_size / 1e6:.2f} MB xz", flush=True)
 
     sys.path.insert(0, str(HERE.parents[2]))
-    from delphi.data.tokenizers import iter_corpus_texts, train_bpe
+    from delphi.data.documents import iter_corpus_texts
+    from delphi.data.tokenizers import train_bpe
 
     files = [HERE / f"{d}-train.jsonl.xz" for d in ("prose", "code", "math")]
     for vocab, name in ((4096, "tokenizer.json"), (1024, "tokenizer-1k.json")):
