@@ -3,7 +3,8 @@
 `ModelShape` is the architecture plus its exact parameter and FLOP accounting (pure Python, no
 torch). `OptimizerHParams` holds everything the optimizer and schedule need. `RunSpec` fully
 determines one training run and round-trips through JSON, so a run can be moved to another
-machine by copying its `run.json`.
+machine by copying its `run.json`. `TrackingSpec` says where a run's metrics go besides its
+`metrics.jsonl` (TensorBoard, W&B); it is not part of what determines the run.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from delphi.errors import DelphiError
-from delphi.validate import (MAX_SEED, Bool, Int, Num, Optional, Problems, Str, StrDict, check_fields,
+from delphi.validate import (MAX_SEED, Bool, Int, ListOf, Num, Optional, Problems, Str, StrDict, check_fields,
                              dataclass_problems)
 
 
@@ -154,6 +155,29 @@ class DataSpec:
 
 
 @dataclass(frozen=True)
+class TrackingSpec:
+    """Experiment trackers a run logs to besides its `metrics.jsonl`: `backends` among
+    `TRACKING_BACKENDS` (TensorBoard event files in the run's `tensorboard/`, a W&B run in its
+    `wandb/`, offline unless `WANDB_MODE` says otherwise), `project` the W&B project."""
+
+    backends: tuple[str, ...] = ()
+    project: str = "delphi"
+
+    def __post_init__(self):
+        if isinstance(self.backends, list):
+            object.__setattr__(self, "backends", tuple(self.backends))
+        dataclass_problems(self, TRACKING_RULES, "tracking")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backends": list(self.backends), "project": self.project}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "TrackingSpec":
+        """From its JSON object, or from a list of backends (the short form)."""
+        return _build(cls, _tracking_dict(d), TRACKING_RULES, "tracking")
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """Everything that determines one training run. Serialised as the run's `run.json`."""
 
@@ -173,11 +197,17 @@ class RunSpec:
     precision: str = "auto"  # "auto" | "fp32" | "bf16"
     compile: str = "auto"  # "auto" | "on" | "off"
     tags: dict[str, str] = field(default_factory=dict)
+    # Where metrics go besides metrics.jsonl: not part of the run's identity (equality ignores it,
+    # and run.json holds it only when set), so adding a tracker to a run changes no result.
+    tracking: TrackingSpec = field(default_factory=TrackingSpec, compare=False)
 
     def __post_init__(self):
         what = f"run {self.name}" if isinstance(self.name, str) else "run spec"
+        if isinstance(self.tracking, (list, tuple)):
+            object.__setattr__(self, "tracking", TrackingSpec(backends=tuple(self.tracking)))
         dataclass_problems(self, RUN_RULES, what)
-        for name, cls in (("shape", ModelShape), ("optimizer", OptimizerHParams), ("data", DataSpec)):
+        for name, cls in (("shape", ModelShape), ("optimizer", OptimizerHParams), ("data", DataSpec),
+                          ("tracking", TrackingSpec)):
             if not isinstance(getattr(self, name), cls):
                 raise DelphiError(f"{what}: {name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")
 
@@ -191,6 +221,10 @@ class RunSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        if self.tracking == TrackingSpec():
+            del d["tracking"]  # run.json and ledger entries of untracked runs stay as they were
+        else:
+            d["tracking"] = self.tracking.to_dict()
         return d
 
     def to_json(self) -> str:
@@ -211,6 +245,8 @@ class RunSpec:
         d["optimizer"] = OptimizerHParams(**d["optimizer"])
         if "data" in d:
             d["data"] = DataSpec(**d["data"])
+        if "tracking" in d:
+            d["tracking"] = TrackingSpec(**_tracking_dict(d["tracking"]))
         return cls(**d)
 
     @classmethod
@@ -264,6 +300,13 @@ DATA_RULES = {
     "tokenizer": Str(what="a tokenizer name (\"embedded-bpe\") or a tokenizer.json path"),
     "block_cross_document_attention": Bool(),
     "cache_dir": Optional(Str(what="a directory path")),
+}
+
+TRACKING_BACKENDS = ("tensorboard", "wandb")
+TRACKING_RULES = {
+    "backends": ListOf(Str(TRACKING_BACKENDS), unique=True, what="a list of tracking backends",
+                       example='["tensorboard", "wandb"]'),
+    "project": Str(what="a W&B project name"),
 }
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -341,9 +384,15 @@ def check_run_dict(d: Any, problems: Problems, prefix: str = "") -> None:
         _missing(problems, prefix.rstrip("."), missing)
     check_fields(problems, d, RUN_RULES, key=lambda n: prefix + n)
     for name, cls, rules in (("shape", ModelShape, SHAPE_RULES), ("optimizer", OptimizerHParams, OPTIMIZER_RULES),
-                             ("data", DataSpec, DATA_RULES)):
+                             ("data", DataSpec, DATA_RULES), ("tracking", TrackingSpec, TRACKING_RULES)):
         if name in d:
-            _section(d[name], cls, rules, problems, f"{prefix}{name}.")
+            _section(_tracking_dict(d[name]) if name == "tracking" else d[name], cls, rules, problems,
+                     f"{prefix}{name}.")
+
+
+def _tracking_dict(d: Any) -> Any:
+    """A tracking object from its short form (a list of backends); anything else as it is."""
+    return {"backends": d} if isinstance(d, (list, tuple)) else d
 
 
 def _build(cls, d: Any, rules: dict, what: str):

@@ -17,6 +17,7 @@ problems are reported together as one user error, each under its key path (`[exe
                 compute (total | non-embedding | deepseek-m), ceiling ("unigram" or a number: the loss
                 law's ceiling form 1/L = 1/H + C^alpha/A; absent: E + A·C^-alpha)
     [executor]  kind = "local" | "ray", workers, threads_per_worker, address, cpus_per_run, gpus_per_run
+    [tracking]  backends (["tensorboard", "wandb"]; empty = metrics.jsonl only), project (W&B)
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from delphi.config import COMPILE_MODES, DATA_RULES, PRECISIONS, RUN_RULES, DataSpec, RunSpec
+from delphi.config import (COMPILE_MODES, DATA_RULES, PRECISIONS, RUN_RULES, TRACKING_RULES, DataSpec, RunSpec,
+                           TrackingSpec)
 from delphi.errors import DelphiError
 from delphi.recipe import DELPHI, Candidate, Recipe
 from delphi.recipe.presets import recipe_problems
@@ -74,6 +76,7 @@ class SuiteSpec:
     fit_compute: str = "total"  # compute definition of the loss law's C (`delphi.fit.compute`)
     fit_ceiling: str | float | None = None  # the loss law's ceiling H: "unigram", a number, or None
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
+    tracking: TrackingSpec = field(default_factory=TrackingSpec)  # passed to every run
     source: str = ""  # the TOML text the suite was read from (kept with the results)
 
     # ---- planning ------------------------------------------------------------------------------
@@ -87,7 +90,7 @@ class SuiteSpec:
             data=self.data, seed=seed, name=name, eval_every=self.eval_every,
             eval_windows_per_domain=self.eval_windows_per_domain, checkpoint_every=self.checkpoint_every,
             checkpoint_every_minutes=self.checkpoint_every_minutes, precision=self.precision, compile=self.compile,
-            tags=tags,
+            tags=tags, tracking=self.tracking,
         )
 
     def grid_specs(self) -> list[RunSpec]:
@@ -150,6 +153,7 @@ _RULES: dict[str, dict[str, Rule] | None] = {
                  "threads_per_worker": Int(0, 4096, note="0: cores ÷ workers"),
                  "address": Str(what="a Ray cluster address"), "cpus_per_run": Num(0, lo_open=True),
                  "gpus_per_run": Num(0)},
+    "tracking": TRACKING_RULES,
 }
 _SECTIONS = {name: (None if rules is None else set(rules)) for name, rules in _RULES.items()}
 
@@ -219,8 +223,8 @@ def parse_suite(text: str, *, where: str = "suite", out_dir: str | None = None) 
             p.add(f"[{section}] budgets", "is missing: give a non-empty list of FLOP budgets, e.g. [1e12, 3e12]")
     recipe = recipe_problems(doc.get("recipe", {}), p, "[recipe]")
 
-    su, gr, ho, da, ev, tr, fi, ex = (clean[s] for s in ("suite", "grid", "heldout", "data", "eval", "train", "fit",
-                                                         "executor"))
+    su, gr, ho, da, ev, tr, fi, ex, tk = (clean[s] for s in ("suite", "grid", "heldout", "data", "eval", "train", "fit",
+                                                             "executor", "tracking"))
     name = su.get("name", "suite")
     spec = SuiteSpec(
         name=name, out_dir=out_dir or su.get("out_dir", f"delphi-out/{name}"), recipe=recipe or DELPHI,
@@ -236,7 +240,8 @@ def parse_suite(text: str, *, where: str = "suite", out_dir: str | None = None) 
         checkpoint_every=tr.get("checkpoint_every", 0),
         checkpoint_every_minutes=float(tr.get("checkpoint_every_minutes", 5.0)),
         fit_metric=fi.get("metric", "loss"), bootstrap=fi.get("bootstrap", 2000), fit_seed=fi.get("seed", 0),
-        fit_compute=fi.get("compute", "total"), fit_ceiling=fi.get("ceiling"), executor=ExecutorSettings(**ex), source=text,
+        fit_compute=fi.get("compute", "total"), fit_ceiling=fi.get("ceiling"), executor=ExecutorSettings(**ex),
+        tracking=TrackingSpec(**tk), source=text,
     )
     _check_plan(spec, p, recipe_ok=recipe is not None, grid_ok="budgets" in gr, heldout_ok="budgets" in ho)
     p.raise_if_any()
@@ -362,6 +367,9 @@ def readiness_problems(spec: SuiteSpec) -> list[str]:
     if spec.executor.kind == "ray" and importlib.util.find_spec("ray") is None:
         out.append("[executor] kind = \"ray\" needs Ray on this machine: pip install 'delphi[ray]', "
                    "or use kind = \"local\"")
+    from delphi.train.tracking import missing_packages
+
+    out.extend(f"[tracking] backends: {m}" for m in missing_packages(spec.tracking.backends))
     d = Path(spec.out_dir)
     if d.exists() and not d.is_dir():
         out.append(f"the suite directory {d} exists and is not a directory; choose another out_dir or --out")

@@ -73,6 +73,28 @@ def check_out_dir(out: Path, hint: str = "choose a new or empty --out directory"
                       f"nothing was written there; {hint}")
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `path` through `<name>.tmp` and a rename (a killed write leaves only the temporary,
+    which `clean_temporaries` removes)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def check_same_run(run_dir: Path, spec: dict) -> None:
+    """Refuse to resume a directory whose run.json holds another run than `spec` (a RunSpec's
+    JSON object); its trackers (`tracking`) do not change the run and are not compared."""
+    try:
+        old = json.loads((Path(run_dir) / RUN_JSON).read_text())
+    except ValueError:
+        old = None
+    same = lambda d: {k: v for k, v in d.items() if k != "tracking"} if isinstance(d, dict) else d  # noqa: E731
+    if same(old) != same(spec):
+        raise DelphiError(f"{run_dir} already holds a different run ({RUN_JSON} differs); use another --out "
+                          f"directory or pass --no-resume to start over there")
+
+
 def make_run_dir(out: Path, hint: str = "choose another --out directory") -> None:
     try:
         Path(out).mkdir(parents=True, exist_ok=True)
