@@ -8,6 +8,7 @@
 - `backtest.backtest(table, metric)`: fit the law on the lowest budgets, forecast the higher ones,
   residuals against extrapolation factor and interval coverage.
 - `parametric.fit_parametric(params, tokens, loss)`: Approach 3 — Epoch AI's L(N, D) fit.
+- `record.FitRecord`: fit.json, the fit as the later stages read it (`to_dict`/`from_dict`).
 - `bootstrap`: resampling helpers shared with downstream fits; `lbfgs`: batched L-BFGS.
 
 Names are importable from here too; modules load on first use so `import delphi.fit` is cheap.
@@ -19,6 +20,7 @@ _EXPORTS = {
     "load_runs_table": "runs_table", "fit_isoflop": "isoflop", "IsoFlopFit": "isoflop", "BucketFit": "isoflop",
     "PowerLaw": "isoflop", "OffOptimalPenalty": "isoflop", "fit_loss_law": "loss_law", "LossLaw": "loss_law",
     "fit_parametric": "parametric", "ParametricFit": "parametric", "backtest": "backtest", "Backtest": "backtest",
+    "FitRecord": "record",
 }
 
 __all__ = sorted(_EXPORTS)

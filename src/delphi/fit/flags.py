@@ -66,6 +66,13 @@ class Flag:
     def to_dict(self) -> dict:
         return {"code": self.code, "text": self.text, **({"detail": self.detail} if self.detail else {})}
 
+    @classmethod
+    def from_dict(cls, d: dict | str) -> "Flag":
+        """The inverse of `to_dict` (a bare code gets its `FLAG_TEXT`)."""
+        if isinstance(d, str):
+            return cls(d, flag_text(d))
+        return cls(str(d["code"]), str(d.get("text") or flag_text(str(d["code"]))), dict(d.get("detail") or {}))
+
 
 def flag_text(code: str) -> str:
     """The explanation of a flag code (the code made readable when it is unknown)."""

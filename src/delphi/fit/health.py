@@ -66,7 +66,12 @@ class Check:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "status": self.status, "summary": self.summary, "advice": self.advice,
-                "detail": self.detail}
+                "kind": self.kind, "detail": self.detail}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Check":
+        return cls(name=str(d["name"]), status=str(d["status"]), summary=str(d.get("summary") or ""),
+                   advice=d.get("advice"), kind=str(d.get("kind") or "budgets"), detail=dict(d.get("detail") or {}))
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,12 @@ class FitHealth:
     def to_dict(self) -> dict:
         return {"status": self.status, "warnings": self.warnings, "advice": self.advice(), "flags": list(self.flags),
                 "checks": [c.to_dict() for c in self.checks], "thresholds": dict(THRESHOLDS)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FitHealth":
+        """The checks and flags of `to_dict` (status, warnings and advice follow from them)."""
+        return cls(checks=tuple(Check.from_dict(c) for c in d.get("checks") or ()),
+                   flags=tuple(map(str, d.get("flags") or ())))
 
 
 def _fmt_budgets(values) -> str:

@@ -30,6 +30,11 @@ import numpy as np
 from delphi.errors import DelphiError
 from delphi.fit import flags as F
 from delphi.fit.flags import FLAG_TEXT, Flag  # noqa: F401 - FLAG_TEXT: the codes' text, importable from here too
+from delphi.files import schema_version
+
+# `IsoFlopFit.to_dict()["schema_version"]`: 2 adds each bucket's runs and every known parabola
+# (a dict without the field is version 1, whose buckets lack them); see docs/artefacts.md.
+SCHEMA_VERSION = 2
 
 HUBER_K = 1.345  # 95% efficiency at the normal distribution
 MAX_IRLS = 100
@@ -61,6 +66,21 @@ class PowerLaw:
 
     def to_dict(self) -> dict:
         return {"A": self.A, "alpha": self.alpha, "n_points": self.n_points, "rmse_log10": self.rmse_log10}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PowerLaw":
+        return cls(A=float(d["A"]), alpha=float(d["alpha"]), n_points=int(d.get("n_points", 0)),
+                   rmse_log10=_float(d.get("rmse_log10")))
+
+
+def _float(v) -> float:
+    """A number from JSON, NaN for null/absent."""
+    return math.nan if v is None else float(v)
+
+
+def _opt(v: float):
+    """NaN -> None, for JSON."""
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
 
 def fit_power_law(x, y) -> PowerLaw:
@@ -134,18 +154,43 @@ class BucketFit:
                 "noise_dof": self.noise_dof}
 
     def to_dict(self) -> dict:
+        """The bucket as JSON; `from_dict` inverts it (the runs and every known parabola included)."""
         d = {"flops": self.flops, "n_runs": self.n_runs}
+        parabola = None if self.coeffs is None else {"a": self.coeffs[0], "b": self.coeffs[1], "c": self.coeffs[2],
+                                                     "x": "log10(tokens)"}
         if self.usable:
             d.update(optimal_tokens=self.optimal_tokens, optimal_params=self.optimal_params,
-                     optimal_loss=self.optimal_loss, optimal_compute=self.optimal_compute, flags=list(self.flags),
-                     runs_below_optimum=self.n_below, runs_above_optimum=self.n_above,
-                     parabola={"a": self.coeffs[0], "b": self.coeffs[1], "c": self.coeffs[2], "x": "log10(tokens)"},
-                     curvature=self.curvature_dict())
+                     optimal_loss=self.optimal_loss, optimal_compute=_opt(self.optimal_compute),
+                     flags=list(self.flags), runs_below_optimum=self.n_below, runs_above_optimum=self.n_above,
+                     parabola=parabola, curvature=self.curvature_dict())
         else:
             d.update(reason=self.skipped, flags=list(self.flags))
-            if self.coeffs is not None:
-                d["curvature"] = self.curvature_dict()
+            if parabola is not None:
+                d.update(parabola=parabola, curvature=self.curvature_dict())
+        d["runs"] = {"tokens": list(self.tokens), "params": list(self.params), "loss": list(self.loss),
+                     **({"widths": list(self.widths)} if self.widths else {})}
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BucketFit":
+        """The inverse of `to_dict`. A version-1 bucket (no `runs`) loads without its runs: it
+        draws and reports, but `bootstrap_optima` has nothing to resample."""
+        runs = d.get("runs") or {}
+        par = d.get("parabola")
+        coeffs = (float(par["a"]), float(par["b"]), float(par["c"])) if isinstance(par, dict) else None
+        curv = d.get("curvature") or {}
+        has_optimum = d.get("optimal_loss") is not None
+        return cls(flops=float(d["flops"]), n_runs=int(d.get("n_runs") or len(runs.get("tokens") or ())),
+                   tokens=tuple(map(float, runs.get("tokens") or ())),
+                   params=tuple(map(float, runs.get("params") or ())), loss=tuple(map(float, runs.get("loss") or ())),
+                   widths=tuple(map(float, runs.get("widths") or ())),
+                   coeffs=coeffs, optimal_tokens=_float(d.get("optimal_tokens")),
+                   optimal_params=_float(d.get("optimal_params")), optimal_loss=_float(d.get("optimal_loss")),
+                   optimal_compute=_float(d.get("optimal_compute")), flags=tuple(map(str, d.get("flags") or ())),
+                   skipped=None if has_optimum else str(d.get("reason") or "no optimum"),
+                   n_below=int(d.get("runs_below_optimum") or 0), n_above=int(d.get("runs_above_optimum") or 0),
+                   curvature_se=_float(curv.get("se")), noise_sd=_float(curv.get("noise_sd")),
+                   noise_dof=int(curv.get("noise_dof") or 0))
 
 
 def _huber_irls(x: np.ndarray, y: np.ndarray, delta: float | None = None):
@@ -501,7 +546,7 @@ class IsoFlopFit:
         if self.tokens_law is not None:
             alloc = {"tokens": self.tokens_law.to_dict(), "params": self.params_law.to_dict(),
                      "sum_of_exponents": self.tokens_law.alpha + self.params_law.alpha}
-        d = {"metric": self.metric, "compute": self.compute,
+        d = {"schema_version": SCHEMA_VERSION, "metric": self.metric, "compute": self.compute,
                 "buckets": [b.to_dict() for b in self.buckets if b.usable],
                 "skipped": [b.to_dict() for b in self.buckets if not b.usable],
                 "allocation": alloc, "excluded_runs": dict(self.excluded),
@@ -511,6 +556,21 @@ class IsoFlopFit:
             d["allocation_compute"] = {"tokens": laws[0].to_dict(), "params": laws[1].to_dict(),
                                        "sum_of_exponents": laws[0].alpha + laws[1].alpha}
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "IsoFlopFit":
+        """The inverse of `to_dict` (`from_dict(fit.to_dict())` fits, predicts and resamples like
+        `fit`); a version-1 dict (no `schema_version`) loads without the buckets' runs."""
+        schema_version(d, "IsoFLOP fit", SCHEMA_VERSION)
+        buckets = sorted((BucketFit.from_dict(b) for b in [*(d.get("buckets") or ()), *(d.get("skipped") or ())]),
+                         key=lambda b: b.flops)
+        alloc = d.get("allocation") or {}
+        return cls(metric=str(d.get("metric") or "loss"), buckets=tuple(buckets),
+                   tokens_law=PowerLaw.from_dict(alloc["tokens"]) if alloc.get("tokens") else None,
+                   params_law=PowerLaw.from_dict(alloc["params"]) if alloc.get("params") else None,
+                   excluded=dict(d.get("excluded_runs") or {}),
+                   excluded_flagged=bool(d.get("flagged_buckets_excluded")), compute=str(d.get("compute") or "total"),
+                   flags=tuple(Flag.from_dict(f) for f in d.get("flags") or ()))
 
 
 def fit_isoflop(table, metric: str = "loss", *, huber_delta: float | None = None,

@@ -63,6 +63,13 @@ from delphi.errors import DelphiError
 from delphi.fit import bootstrap as bs
 from delphi.fit import flags as F
 from delphi.fit.flags import Flag
+from delphi.files import schema_version
+
+# `LossLaw.to_dict()["schema_version"]`: 2 adds `asymptote`, `vertex_resampling` and, with
+# `to_dict(draws=True)`, the bootstrap and leave-one-out parameter draws the intervals are read
+# from (a dict without the field is version 1); see docs/artefacts.md.
+SCHEMA_VERSION = 2
+_FORMS = {"1/(1/H + C^alpha/A)", "E + A*C^-alpha", "A*C^-alpha"}
 
 ALPHA_MIN, ALPHA_MAX, ALPHA_GRID_SIZE, ALPHA_XTOL = 1e-3, 3.0, 241, 1e-10
 MIN_BOOTSTRAP_POINTS = 4  # the 3-parameter law needs a residual degree of freedom to resample
@@ -270,8 +277,13 @@ class LossLaw:
         return [{"flops": float(c), "loss": float(p), "ci_low": f(a), "ci_high": f(b), "loo_min": f(m1), "loo_max": f(m2)}
                 for c, p, a, b, m1, m2 in zip(C, pred, lo, hi, mn, mx)]
 
-    def to_dict(self, predict_at=None) -> dict:
-        d = {"E": self.E, "A": self.A, "alpha": self.alpha, "form": self.form, "ceiling": self.ceiling,
+    def to_dict(self, predict_at=None, *, draws: bool = False) -> dict:
+        """The law as JSON. draws: also the parameter draws behind `interval` and `loo`
+        (`bootstrap`, `loo`: columns E, A, alpha and the per-resample `noise`), so that
+        `LossLaw.from_dict` rebuilds a law whose intervals equal this one's exactly."""
+        d = {"schema_version": SCHEMA_VERSION,
+             "E": self.E, "A": self.A, "alpha": self.alpha, "form": self.form, "ceiling": self.ceiling,
+             "asymptote": self.asymptote, "vertex_resampling": self.vertex_resampling,
              "objective": "sum of squared residuals", "sse": self.sse, "rmse": self.rmse,
              "n_points": self.n_points, "converged": self.converged, "status": self.status,
              "E_at_upper_bound": self.E_at_upper_bound, "confidence": self.confidence,
@@ -283,7 +295,63 @@ class LossLaw:
              "flags": [f.to_dict() for f in self.flags]}
         if predict_at is not None:
             d["predictions"] = self.predictions(predict_at)
+        if draws:
+            d["bootstrap"] = None if self.bootstrap_params is None else {
+                **_columns(self.bootstrap_params),
+                "noise": None if self.bootstrap_noise is None else _finite_list(self.bootstrap_noise)}
+            d["loo"] = None if self.loo_params is None else _columns(self.loo_params)
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LossLaw":
+        """The inverse of `to_dict(draws=True)`: the same law, predictions and intervals. From a
+        dict without draws (`to_dict()`, or version 1) the law predicts but has no intervals
+        (`interval` and `loo` are NaN, `note` says so)."""
+        schema_version(d, "loss law", SCHEMA_VERSION)
+        form = d.get("form") or "E + A*C^-alpha"
+        if form not in _FORMS:
+            raise DelphiError(f"loss law: unknown form {form!r} (known: {', '.join(sorted(_FORMS))})")
+        ceiling = None if d.get("ceiling") is None else float(d["ceiling"])
+        boot, loo = d.get("bootstrap"), d.get("loo")
+        note = d.get("note")
+        if boot is None and loo is None and "bootstrap" not in d and int(d.get("n_bootstrap") or 0) > 0:
+            note = "; ".join(filter(None, [note, "the bootstrap draws were not stored with this law"]))
+        points = [p for p in d.get("points") or () if isinstance(p, dict)]
+        noise = None if not isinstance(boot, dict) or boot.get("noise") is None else _array(boot["noise"])
+        return cls(E=float(d.get("E") or 0.0), A=float(d["A"]), alpha=float(d["alpha"]), sse=_num(d.get("sse")),
+                   rmse=_num(d.get("rmse")), n_points=int(d.get("n_points") or len(points)),
+                   asymptote=bool(d.get("asymptote", form == "E + A*C^-alpha")),
+                   converged=bool(d.get("converged", True)), status=str(d.get("status") or ""),
+                   E_at_upper_bound=bool(d.get("E_at_upper_bound", False)),
+                   flops=tuple(float(p["flops"]) for p in points), values=tuple(float(p["loss"]) for p in points),
+                   confidence=float(d.get("confidence") or 0.95),
+                   bootstrap_params=_params(boot) if isinstance(boot, dict) else None,
+                   loo_params=_params(loo) if isinstance(loo, dict) else None, seed=int(d.get("seed") or 0),
+                   note=note, bootstrap_noise=noise,
+                   vertex_resampling=bool(d.get("vertex_resampling", "vertices" in str(d.get("interval") or ""))),
+                   flags=tuple(Flag.from_dict(f) for f in d.get("flags") or ()), ceiling=ceiling)
+
+
+def _finite_list(a) -> list:
+    """Floats for JSON, non-finite ones as null."""
+    return [float(v) if math.isfinite(v) else None for v in np.asarray(a, dtype=float).tolist()]
+
+
+def _columns(params: np.ndarray) -> dict:
+    p = np.asarray(params, dtype=float)
+    return {"E": _finite_list(p[:, 0]), "A": _finite_list(p[:, 1]), "alpha": _finite_list(p[:, 2])}
+
+
+def _array(values) -> np.ndarray:
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=float)
+
+
+def _params(cols: dict) -> np.ndarray:
+    return np.stack([_array(cols["E"]), _array(cols["A"]), _array(cols["alpha"])], axis=1)
+
+
+def _num(v) -> float:
+    return math.nan if v is None else float(v)
 
 
 def _check(flops, values) -> tuple[np.ndarray, np.ndarray]:

@@ -73,6 +73,33 @@ def shape_row(run_json) -> dict:
     return {k: shape[k] for k in SHAPE_COLUMNS if k in shape} if isinstance(shape, dict) else {}
 
 
+# The columns of a suite's runs table (runs.csv), in order; then SHAPE_COLUMNS, then one
+# `loss/<domain>` and `bpb/<domain>` per validation domain and any columns merged in later
+# (downstream metrics). docs/artefacts.md describes each.
+RUN_COLUMNS = ["name", "role", "status", "reason", "budget", "flops", "params", "tokens", "hidden_size",
+               "num_layers", "batch_size", "train_steps", "learning_rate", "seed", "loss", "bpb",
+               "final_train_loss", "wall_time_s", "tokens_per_s"]
+
+
+def summary_row(summary: dict, run_json: dict | None = None, *, name: str | None = None) -> dict:
+    """One run's runs-table row: RUN_COLUMNS from its summary.json (`role` from its tags, "grid"
+    when untagged; `name` when the summary has none), `loss/<d>` and `bpb/<d>` per validation
+    domain, and SHAPE_COLUMNS from its run.json when given."""
+    row = {k: summary.get(k) for k in RUN_COLUMNS}
+    row["name"] = row["name"] or name
+    tags = summary.get("tags")
+    row["role"] = tags.get("role", "grid") if isinstance(tags, dict) else "grid"
+    ev = summary.get("eval")
+    domains = ev.get("domains") if isinstance(ev, dict) else None
+    for domain, vals in (domains.items() if isinstance(domains, dict) else ()):
+        if isinstance(vals, dict):
+            row[f"loss/{domain}"] = vals.get("loss")
+            row[f"bpb/{domain}"] = vals.get("bpb")
+    if run_json is not None:
+        row.update(shape_row(run_json))
+    return row
+
+
 def _run_shape(path: Path) -> dict:
     """`shape_row` of the run.json at `path`; {} when there is none or it is unreadable."""
     try:

@@ -14,12 +14,19 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from delphi.config import RunSpec
 from delphi.errors import DelphiError
+from delphi.files import schema_version
+from delphi.forecast.forecast import ENTRY_SCHEMA_VERSION
 from delphi.forecast.ledger import Ledger, referenced_entries
+
+# check.json's `schema_version` (docs/artefacts.md): 2 is written now; a file without the field
+# is version 1 (the same fields, some rows without `fit_health`, `compute_definition`).
+SCHEMA_VERSION = 2
 
 # forecast fields a row is built from, and their types
 _FORECAST_FIELDS = {"run": str, "seed": int, "budget": (int, float), "flops": (int, float),
@@ -89,14 +96,130 @@ def check_suite(suite_dir: str | Path, *, expect_head: str | None = None, allowe
                    "(entry removed or rewritten)")
         results.append(_unregistered_row(name, run_dir, ref, "refused: " + why))
     refused = [r["run"] for r in results if str(r["status"]).startswith("refused")]
-    return {"ok": ledger_ok and not refused, "ledger_ok": ledger_ok, "ledger_problems": problems,
-            "ledger_head": verified.head, "refused": refused, "results": results,
-            "seed_spread": seed_spread(results)}
+    return CheckResult(ok=ledger_ok and not refused, ledger_ok=ledger_ok, ledger_problems=tuple(problems),
+                       ledger_head=verified.head, refused=tuple(refused),
+                       results=tuple(CheckRow.from_dict(r) for r in results),
+                       seed_spread=tuple(SeedSpread.from_dict(sp) for sp in seed_spread(results))).to_dict()
+
+
+def _opt(v, kind):
+    """`kind(v)`, or None for a missing value."""
+    return None if v is None else kind(v)
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """One held-out run scored (or refused) against the forecast registered for it."""
+
+    run: str
+    status: str  # "scored", "pending: …", "refused: …", or the run's own status ("diverged: …")
+    seed: int | None = None
+    budget: float | None = None
+    flops: float | None = None
+    extrapolation: float | None = None  # flops / the largest fitted budget
+    metric: str | None = None
+    forecast: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    loo_min: float | None = None
+    loo_max: float | None = None
+    ledger_entry: str | None = None  # the entry's hash
+    registered_at: str | None = None  # the entry's timestamp (ISO 8601, UTC)
+    actual: float | None = None
+    residual_pct: float | None = None  # 100 · (actual − forecast) / forecast
+    inside: bool | None = None  # ci_low <= actual <= ci_high
+    fit_health: dict | None = None  # the verdict registered with the forecast (status, warnings, advice, flags)
+    compute_definition: str | None = None
+    recomputed: float | None = None  # with --recompute: the metric re-evaluated from the saved weights
+    recompute: dict | None = None  # with --recompute: device, precision, tolerance
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.recomputed is None and self.recompute is None:
+            del d["recomputed"], d["recompute"]
+        d["status"] = d.pop("status")  # last, as `delphi check --json` has always printed it
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CheckRow":
+        num = lambda k: _opt(d.get(k), float)  # noqa: E731
+        return cls(run=str(d["run"]), status=str(d.get("status") or "unknown"), seed=_opt(d.get("seed"), int),
+                   budget=num("budget"), flops=num("flops"), extrapolation=num("extrapolation"),
+                   metric=_opt(d.get("metric"), str), forecast=num("forecast"), ci_low=num("ci_low"),
+                   ci_high=num("ci_high"), loo_min=num("loo_min"), loo_max=num("loo_max"),
+                   ledger_entry=_opt(d.get("ledger_entry"), str), registered_at=_opt(d.get("registered_at"), str),
+                   actual=num("actual"), residual_pct=num("residual_pct"), inside=_opt(d.get("inside"), bool),
+                   fit_health=d.get("fit_health") if isinstance(d.get("fit_health"), dict) else None,
+                   compute_definition=_opt(d.get("compute_definition"), str), recomputed=num("recomputed"),
+                   recompute=d.get("recompute") if isinstance(d.get("recompute"), dict) else None)
+
+
+@dataclass(frozen=True)
+class SeedSpread:
+    """The held-out seeds' actual losses at one budget: the noise floor of its residuals."""
+
+    budget: float
+    seeds: int
+    mean: float
+    min: float
+    max: float
+    range_pct: float
+    std_pct: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SeedSpread":
+        return cls(budget=float(d["budget"]), seeds=int(d["seeds"]), mean=float(d["mean"]), min=float(d["min"]),
+                   max=float(d["max"]), range_pct=float(d["range_pct"]), std_pct=float(d["std_pct"]))
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """check.json: every held-out run's row, the ledger's verdict and the seed spreads."""
+
+    ok: bool  # the ledger verifies and no run was refused
+    ledger_ok: bool
+    ledger_problems: tuple[str, ...]
+    ledger_head: str | None  # COUNT:HASH to publish
+    refused: tuple[str, ...]  # names of the refused runs
+    results: tuple[CheckRow, ...]
+    seed_spread: tuple[SeedSpread, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "ok": self.ok, "ledger_ok": self.ledger_ok,
+                "ledger_problems": list(self.ledger_problems), "ledger_head": self.ledger_head,
+                "refused": list(self.refused), "results": [r.to_dict() for r in self.results],
+                "seed_spread": [sp.to_dict() for sp in self.seed_spread]}
+
+    @classmethod
+    def from_dict(cls, d: Any, what: str = "check.json") -> "CheckResult":
+        """A DelphiError (one line, naming `what`) when `d` is not a check result. Fields a
+        version-1 file may lack take their defaults (`ok`, `refused` follow from the rows)."""
+        if not isinstance(d, dict):
+            raise DelphiError(f"{what} is not a JSON object")
+        schema_version(d, what, SCHEMA_VERSION)
+        try:
+            rows = tuple(CheckRow.from_dict(r) for r in d.get("results") or ())
+            ledger_ok = bool(d.get("ledger_ok", True))
+            refused = tuple(map(str, d["refused"])) if isinstance(d.get("refused"), list) else \
+                tuple(r.run for r in rows if r.status.startswith("refused"))
+            return cls(ok=bool(d.get("ok", ledger_ok and not refused)), ledger_ok=ledger_ok,
+                       ledger_problems=tuple(map(str, d.get("ledger_problems") or ())),
+                       ledger_head=_opt(d.get("ledger_head"), str), refused=refused, results=rows,
+                       seed_spread=tuple(SeedSpread.from_dict(sp) for sp in d.get("seed_spread") or ()))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise DelphiError(f"{what} is not a readable check result ({type(e).__name__}: {e})") from None
 
 
 def _entry_problem(e: dict) -> str | None:
     """What makes a forecast entry unusable for scoring (None: nothing)."""
     where = f"entry {e.get('index', '?')}"
+    version = e.get("schema_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= ENTRY_SCHEMA_VERSION:
+        return (f"{where} has schema version {version!r}; this delphi reads versions 1 to {ENTRY_SCHEMA_VERSION} "
+                "(upgrade delphi, or the entry was edited)")
     f = e.get("forecast")
     if not isinstance(f, dict) or "run" not in f:
         return f"{where} has no 'forecast' (entry edited or damaged)"

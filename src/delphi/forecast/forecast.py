@@ -9,6 +9,10 @@ from typing import Any
 from delphi.config import RunSpec
 from delphi.forecast.ledger import Ledger
 
+# A forecast ledger entry's `schema_version` (docs/artefacts.md): 2 is written now; an entry
+# without the field is version 1 (the same fields; `health` and `compute_definition` may be absent).
+ENTRY_SCHEMA_VERSION = 2
+
 
 @dataclass(frozen=True)
 class Forecast:
@@ -57,6 +61,7 @@ def register(ledger: Ledger, forecast: Forecast, spec: RunSpec, *, runs_table_sh
     extra = {} if health is None else {"health": {k: health[k] for k in ("status", "warnings", "advice", "flags")
                                                   if k in health}}
     return ledger.append({**extra,
+        "schema_version": ENTRY_SCHEMA_VERSION,
         "kind": "forecast",
         "suite": suite,
         "forecast": forecast.to_dict(),

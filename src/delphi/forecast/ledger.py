@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from delphi.errors import DelphiError
+from delphi.files import atomic_write_text
 
 SIGNATURE_NAMESPACE = "delphi-ledger"
 KEY_ENV = "DELPHI_LEDGER_KEY"
@@ -52,14 +53,6 @@ def entry_hash(entry: dict[str, Any]) -> str:
 
 def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def head_digest(count: int, last_hash: str) -> str:
@@ -219,9 +212,8 @@ class Ledger:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
-        tmp = self.head_path.with_name(self.head_path.name + ".tmp")
-        tmp.write_text(json.dumps({"entries": entry["index"] + 1, "last_hash": entry["hash"]}) + "\n")
-        os.replace(tmp, self.head_path)
+        head = {"entries": entry["index"] + 1, "last_hash": entry["hash"]}
+        atomic_write_text(self.head_path, json.dumps(head) + "\n")
         if key:
             try:
                 self.sign(key)

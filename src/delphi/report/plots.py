@@ -74,10 +74,9 @@ def suite_colors(suite: Suite, view: FitView | None) -> dict[float, Any]:
                 budgets += [float(x) for x in t[col] if fmt.num(x) is not None and x > 0]
                 break
     for r in suite.check_results:
-        for k in ("budget", "flops"):
-            if fmt.num(r.get(k)):
-                budgets.append(float(r[k]))
-                break
+        c = fmt.num(r.budget) or fmt.num(r.flops)
+        if c:
+            budgets.append(c)
     # Group near-identical values (measured FLOPs vs declared budget) so colours stay distinct.
     uniq: list[float] = []
     for b in sorted(budgets):
@@ -185,14 +184,13 @@ def _heldout_points(suite: Suite) -> list[dict]:
             if fmt.num(f.get(k)) is not None:
                 d.setdefault(k, float(f[k]))
     for r in suite.check_results:
-        name = str(r.get("run", ""))
-        d = pts.setdefault(name, {"run": name})
+        d = pts.setdefault(r.run, {"run": r.run})
         for k in ("flops", "budget", "seed", "forecast", "ci_low", "ci_high", "loo_min", "loo_max", "actual",
                   "residual_pct"):
-            if fmt.num(r.get(k)) is not None:
-                d[k] = float(r[k])
-        if "inside" in r:
-            d["inside"] = bool(r["inside"])
+            if fmt.num(getattr(r, k)) is not None:
+                d[k] = float(getattr(r, k))
+        if r.inside is not None:
+            d["inside"] = r.inside
     return [p for p in pts.values() if fmt.num(p.get("flops", p.get("budget"))) is not None]
 
 

@@ -44,18 +44,18 @@ def _headline(suite: Suite, view) -> list:
     if view.loss_law is not None:
         facts.append(f"loss law: `{view.loss_law.text()}` fitted on {len(view.fitted)} IsoFLOP optima")
     blocks.append(Bullets(facts))
-    if suite.check is not None and suite.check.get("ledger_ok") is False:
-        problems = "; ".join(str(p) for p in suite.check.get("ledger_problems") or []) or "no details recorded"
+    if suite.check is not None and not suite.check.ledger_ok:
+        problems = "; ".join(suite.check.ledger_problems) or "no details recorded"
         blocks.append(Note(f"The ledger FAILS verification ({problems}): no held-out run was scored.", "bad"))
     for r in suite.check_results:
-        f, a, res = fmt.num(r.get("forecast")), fmt.num(r.get("actual")), fmt.num(r.get("residual_pct"))
-        ext = fmt.num(r.get("extrapolation"))
-        inside = r.get("inside")
+        f, a, res = fmt.num(r.forecast), fmt.num(r.actual), fmt.num(r.residual_pct)
+        ext = fmt.num(r.extrapolation)
+        inside = r.inside
         where = f" ({ext:.0f}× past the largest fitted budget)" if ext else ""
-        text = (f"Held-out run `{r.get('run')}` (seed {r.get('seed', '–')}) at {fmt.pretty_flops(r.get('flops') or r.get('budget'))} "
-                f"FLOPs{where}: forecast **{fmt.fixed(f)}** [{fmt.fixed(r.get('ci_low'))}, {fmt.fixed(r.get('ci_high'))}]")
+        text = (f"Held-out run `{r.run}` (seed {fmt.dash(r.seed)}) at {fmt.pretty_flops(r.flops or r.budget)} "
+                f"FLOPs{where}: forecast **{fmt.fixed(f)}** [{fmt.fixed(r.ci_low)}, {fmt.fixed(r.ci_high)}]")
         if a is None:
-            blocks.append(Note(text + f"; not scored ({r.get('status') or 'no actual loss yet'}).", "info"))
+            blocks.append(Note(text + f"; not scored ({r.status or 'no actual loss yet'}).", "info"))
             continue
         text += f", actual **{fmt.fixed(a)}**, residual **{fmt.pct(res)}**"
         if inside is None:
@@ -133,12 +133,12 @@ def _bucket_table(view) -> Table:
 
 
 def _seed_spread_table(suite: Suite) -> list:
-    spread = (suite.check or {}).get("seed_spread") or []
+    spread = suite.check.seed_spread if suite.check is not None else ()
     if not spread:
         return []
-    rows = [[fmt.pretty_flops(sp.get("budget")), fmt.dash(sp.get("seeds")), fmt.fixed(sp.get("mean")),
-             f"[{fmt.fixed(sp.get('min'))}, {fmt.fixed(sp.get('max'))}]", fmt.pct(sp.get("range_pct"), signed=False),
-             fmt.pct(sp.get("std_pct"), signed=False)] for sp in spread]
+    rows = [[fmt.pretty_flops(sp.budget), fmt.dash(sp.seeds), fmt.fixed(sp.mean),
+             f"[{fmt.fixed(sp.min)}, {fmt.fixed(sp.max)}]", fmt.pct(sp.range_pct, signed=False),
+             fmt.pct(sp.std_pct, signed=False)] for sp in spread]
     return [Table(["C (FLOPs)", "seeds", "mean actual", "range", "range / mean", "std / mean"], rows,
                   numeric=[True, True, True, True, True, True],
                   caption="Seed spread of the held-out runs at each budget with several seeds: the noise floor "
@@ -150,17 +150,17 @@ def _residual_table(suite: Suite) -> list:
     if res:
         rows, cls = [], []
         for r in res:
-            inside = r.get("inside")
-            rows.append([f"`{r.get('run', '?')}`", fmt.dash(r.get("seed")),
-                         fmt.pretty_flops(r.get("flops") or r.get("budget")),
-                         f"{fmt.num(r.get('extrapolation')):.1f}×" if fmt.num(r.get("extrapolation")) else "–",
-                         fmt.fixed(r.get("forecast")),
-                         f"[{fmt.fixed(r.get('ci_low'))}, {fmt.fixed(r.get('ci_high'))}]",
-                         f"[{fmt.fixed(r.get('loo_min'))}, {fmt.fixed(r.get('loo_max'))}]",
-                         fmt.fixed(r.get("actual")), fmt.pct(r.get("residual_pct")),
+            inside = r.inside
+            rows.append([f"`{r.run}`", fmt.dash(r.seed),
+                         fmt.pretty_flops(r.flops or r.budget),
+                         f"{fmt.num(r.extrapolation):.1f}×" if fmt.num(r.extrapolation) else "–",
+                         fmt.fixed(r.forecast),
+                         f"[{fmt.fixed(r.ci_low)}, {fmt.fixed(r.ci_high)}]",
+                         f"[{fmt.fixed(r.loo_min)}, {fmt.fixed(r.loo_max)}]",
+                         fmt.fixed(r.actual), fmt.pct(r.residual_pct),
                          "–" if inside is None else ("yes" if inside else "**no**"),
-                         _short_hash(r.get("ledger_entry")), fmt.dash(r.get("status"))])
-            status = str(r.get("status") or "")
+                         _short_hash(r.ledger_entry), fmt.dash(r.status)])
+            status = str(r.status or "")
             cls.append("bad" if status.startswith("refused") or inside is False else ("ok" if inside else ""))
         return [Table(["run", "seed", "C (FLOPs)", "extrapolation", "forecast", "95% interval", "leave-one-out",
                        "actual", "residual", "inside?", "ledger entry", "status"], rows,

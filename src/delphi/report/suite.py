@@ -37,7 +37,7 @@ class Suite:
     table: Any  # pandas.DataFrame (possibly empty)
     fit: dict | None
     ledger: list[dict]
-    check: dict | None
+    check: Any  # delphi.forecast.check.CheckResult | None
     downstream: dict | None
     runs: dict[str, RunData]
     notes: list[str] = field(default_factory=list)
@@ -54,11 +54,8 @@ class Suite:
         return t
 
     @property
-    def check_results(self) -> list[dict]:
-        if not self.check:
-            return []
-        res = self.check.get("results", [])
-        return [r for r in res if isinstance(r, dict)]
+    def check_results(self) -> list:  # list[delphi.forecast.check.CheckRow]
+        return [] if self.check is None else list(self.check.results)
 
 
 def ok_mask(table) -> Any:
@@ -110,25 +107,14 @@ def _read_jsonl(path: Path, what: str, notes: list[str]) -> list[dict]:
 
 
 def _table_from_summaries(runs: dict[str, RunData]):
-    """A minimal runs table built from summary.json files when runs.csv is missing."""
+    """The runs table rebuilt from summary.json files (`summary_row`, as `collect` builds
+    runs.csv) when runs.csv is missing."""
     import pandas as pd
 
-    rows = []
-    for r in runs.values():
-        s = r.summary
-        if not s:
-            continue
-        row = {k: s.get(k) for k in ("name", "status", "reason", "budget", "flops", "params", "tokens",
-                                     "hidden_size", "num_layers", "batch_size", "train_steps",
-                                     "learning_rate", "seed", "loss", "bpb", "wall_time_s", "tokens_per_s")}
-        row["name"] = row["name"] or r.name
-        tags = s.get("tags") or {}
-        row["role"] = tags.get("role", "grid") if isinstance(tags, dict) else "grid"
-        for dom, d in ((s.get("eval") or {}).get("domains") or {}).items():
-            if isinstance(d, dict):
-                row[f"loss/{dom}"] = d.get("loss")
-                row[f"bpb/{dom}"] = d.get("bpb")
-        rows.append(row)
+    from delphi.fit.runs_table import summary_row
+
+    rows = [summary_row(r.summary, r.spec_dict if isinstance(r.spec_dict, dict) else None, name=r.name)
+            for r in runs.values() if r.summary]
     return pd.DataFrame(rows)
 
 
@@ -221,10 +207,14 @@ def read_suite_dir(suite_dir: str | Path) -> Suite:
 
     check = None
     if (path / "check.json").is_file():
-        check = _read_json(path / "check.json", "check", notes)
-        if check is not None and not isinstance(check, dict):
-            notes.append("check.json is not a JSON object; it was ignored")
-            check = None
+        raw = _read_json(path / "check.json", "check", notes)
+        if raw is not None:
+            from delphi.forecast.check import CheckResult
+
+            try:
+                check = CheckResult.from_dict(raw)
+            except DelphiError as e:
+                notes.append(f"{e}; it was ignored")
     if check is None:
         notes.append("check.json is missing: no held-out run has been scored against its forecast yet "
                      "(run `delphi check SUITE_DIR`)")

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from delphi.errors import DelphiError
-from delphi.forecast.ledger import Ledger, sha256_file
+from delphi.files import atomic_write_json, sha256_file
+from delphi.forecast.ledger import Ledger
 from delphi.sweep.executors import execute
 from delphi.sweep.results import collect, write_table
 from delphi.sweep.suite import SuiteSpec
@@ -71,7 +72,7 @@ def run_suite(suite: SuiteSpec, *, retry_failed: bool = False, progress: bool = 
     fit_table = table[table["name"].isin(grid_names)]
     fit_input = write_table(fit_table, d / "fit-input.csv")
     fit = fit_suite(suite, fit_input)
-    (d / "fit.json").write_text(json.dumps(fit["record"], indent=2))
+    atomic_write_json(d / "fit.json", fit["record"])
     _say(progress, _fit_summary(fit))
 
     if heldout:
@@ -87,7 +88,7 @@ def run_suite(suite: SuiteSpec, *, retry_failed: bool = False, progress: bool = 
 
     check = check_suite(d) if (d / "ledger.jsonl").exists() else None
     if check is not None:
-        (d / "check.json").write_text(json.dumps(check, indent=2))
+        atomic_write_json(d / "check.json", check)
         _say(progress, format_check(check))
     rep = None
     if report:
@@ -182,9 +183,11 @@ class BudgetWatch:
 
 def fit_suite(suite: SuiteSpec, runs_csv: Path) -> dict[str, Any]:
     """IsoFLOP optima + allocation law + loss law on the grid's runs table, and the fit's health
-    (`delphi.fit.health`), in the suite's compute definition."""
+    (`delphi.fit.health`), in the suite's compute definition. `record` is what fit.json holds
+    (`delphi.fit.record.FitRecord.to_dict()`)."""
     from delphi.fit.health import fit_health
     from delphi.fit.isoflop import fit_isoflop, fit_law_on_optima
+    from delphi.fit.record import FitRecord
     from delphi.fit.runs_table import load_runs_table
 
     table = load_runs_table(runs_csv, metric=suite.fit_metric)
@@ -209,9 +212,8 @@ def fit_suite(suite: SuiteSpec, runs_csv: Path) -> dict[str, Any]:
     target, factor = heldout_target(suite, iso)
     health = fit_health(iso, law, table=table, metric=suite.fit_metric, target_compute=target, factor=factor,
                         bootstrap=suite.bootstrap, seed=suite.fit_seed, ceiling=ceiling)
-    record = {"metric": suite.fit_metric, "compute": suite.fit_compute, "isoflop": iso.to_dict(),
-              "loss_law": law.to_dict(), "runs_table_sha256": sha256_file(runs_csv), "settings": settings,
-              "health": health.to_dict()}
+    record = FitRecord(metric=suite.fit_metric, compute=suite.fit_compute, isoflop=iso, loss_law=law,
+                       runs_table_sha256=sha256_file(runs_csv), settings=settings, health=health).to_dict()
     return {"iso": iso, "law": law, "record": record, "settings": settings,
             "largest_budget": max(suite.fit_budgets), "health": health}
 
