@@ -10,7 +10,6 @@ streams the texts of many sources (for tokenizer training).
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import lzma
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from delphi.errors import DelphiError
+from delphi.files import sha256_file
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.xz", ".jsonl.zst", ".ndjson")
 TEXT_SUFFIXES = (".txt",)
@@ -221,14 +221,10 @@ def source_fingerprint(path: str) -> str:
     """sha256 of a source file's bytes (``hf:`` sources: the name; they cannot be hashed offline)."""
     if path.startswith("hf:"):
         return "name:" + path
-    h = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        return sha256_file(path)
     except OSError as e:
         raise DelphiError(f"{path}: cannot read file ({e.strerror or e})") from None
-    return h.hexdigest()
 
 
 def iter_corpus_texts(paths: Sequence[str | os.PathLike], text_field: str = "text") -> Iterator[str]:

@@ -35,6 +35,7 @@ from delphi.data.documents import BadInput, expand_sources, iter_documents, sour
 from delphi.data.mixture import Mixture, resolve_mixture
 from delphi.data.tokenizers import Tokenizer, load_tokenizer
 from delphi.errors import DelphiError
+from delphi.files import atomic_write_text, sha256_file
 
 FORMAT_VERSION = 1
 CHUNK_CHARS = 2_000_000  # text per worker task: large enough to amortise IPC, small for memory
@@ -307,21 +308,11 @@ _BAD_DIR = re.compile(r"\..+\.bad-\d+-[0-9a-f]{8}")
 _VERIFIED: dict[str, tuple] = {}  # shard path -> file stats when last verified by this process
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _write_checksums(shard_dir: Path) -> None:
     """Record size and sha256 of every shard file (``checksums.json``), atomically."""
-    sums = {name: {"bytes": (shard_dir / name).stat().st_size, "sha256": _sha256_file(shard_dir / name)}
+    sums = {name: {"bytes": (shard_dir / name).stat().st_size, "sha256": sha256_file(shard_dir / name)}
             for name in SHARD_FILES}
-    tmp = shard_dir / (CHECKSUMS + ".tmp")
-    tmp.write_text(json.dumps({"files": sums}, indent=1, sort_keys=True))
-    os.replace(tmp, shard_dir / CHECKSUMS)
+    atomic_write_text(shard_dir / CHECKSUMS, json.dumps({"files": sums}, indent=1, sort_keys=True))
 
 
 def _stat_key(shard_dir: Path) -> tuple:
@@ -385,7 +376,7 @@ def verify_shard(shard_dir: Path) -> str | None:
             size = p.stat().st_size
             if size != recorded[name]["bytes"]:
                 return f"{name} is {size} bytes, {recorded[name]['bytes']} were written (truncated or replaced)"
-            if _sha256_file(p) != recorded[name]["sha256"]:
+            if sha256_file(p) != recorded[name]["sha256"]:
                 return f"{name} checksum mismatch (corrupted)"
         except FileNotFoundError:
             return f"{name} missing"

@@ -19,6 +19,7 @@ from delphi.errors import DelphiError
 from delphi.eval.scoring import aggregate, doc_metrics
 from delphi.eval.sources import load_records
 from delphi.eval.tasks import Task, parse_tasks
+from delphi.files import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -75,11 +76,7 @@ def save_results(results: Iterable[TaskResult], out_dir: str | Path) -> list[Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for r in results:
-        p = out_dir / f"{r.task}.json"
-        tmp = p.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(r.to_dict(), indent=2, sort_keys=True))
-        tmp.replace(p)
-        paths.append(p)
+        paths.append(atomic_write_text(out_dir / f"{r.task}.json", json.dumps(r.to_dict(), indent=2, sort_keys=True)))
     return paths
 
 

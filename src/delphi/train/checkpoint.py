@@ -14,7 +14,6 @@ warning, so a run resumes from the newest checkpoint that is really intact.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from delphi.files import sha256_file
+
 MANIFEST = "manifest.json"
 PREFIX = "step-"
 _STEP_DIR = re.compile(r"step-\d{8,}")  # only directories named like ours are ever pruned or removed
@@ -33,14 +34,6 @@ _STEP_TMP = re.compile(r"step-\d{8,}\.tmp")
 
 def step_dir_name(step: int) -> str:
     return f"{PREFIX}{step:08d}"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -78,7 +71,7 @@ def commit(ckpt_root: Path, step: int, world_size: int, keep: int = 2) -> Path:
     files = {}
     for r in range(world_size):
         p = tmp / f"rank-{r}.pt"
-        files[p.name] = {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        files[p.name] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
     manifest = {"step": step, "world_size": world_size, "files": files}
     with open(tmp / MANIFEST, "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=True)
@@ -127,7 +120,7 @@ def verify(step_dir: Path, world_size: int) -> str | None:
             return f"{name} missing"
         if p.stat().st_size != meta["bytes"]:
             return f"{name} truncated ({p.stat().st_size} of {meta['bytes']} bytes)"
-        if _sha256(p) != meta["sha256"]:
+        if sha256_file(p) != meta["sha256"]:
             return f"{name} corrupt (checksum mismatch)"
     return None
 

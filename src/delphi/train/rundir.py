@@ -29,6 +29,7 @@ import warnings
 from pathlib import Path
 
 from delphi.errors import DelphiError
+from delphi.files import atomic_write_text
 
 LOCK = ".lock"
 RUN_JSON = "run.json"
@@ -74,12 +75,9 @@ def check_out_dir(out: Path, hint: str = "choose a new or empty --out directory"
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write `path` through `<name>.tmp` and a rename (a killed write leaves only the temporary,
-    which `clean_temporaries` removes)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write `path` through `<name>.tmp` and a rename (`delphi.files.atomic_write_text`; a killed
+    write leaves only the temporary, which `clean_temporaries` removes)."""
+    atomic_write_text(path, text)
 
 
 def check_same_run(run_dir: Path, spec: dict) -> None:
