@@ -14,7 +14,8 @@ import json
 import warnings
 from pathlib import Path
 
-from delphi.train import rundir, tracking
+from delphi.files import atomic_write_text
+from delphi.train import tracking
 from delphi.train.rundir import METRICS
 from delphi.train.state import rng_state, set_rng_state
 
@@ -82,4 +83,4 @@ class MetricsLogger:
                 continue  # a line cut by a kill
             if isinstance(row, dict) and isinstance(row.get("step", 0), int) and row.get("step", 0) <= last_step:
                 keep.append(line)
-        rundir.write_text_atomic(self.path, "".join(line + "\n" for line in keep))
+        atomic_write_text(self.path, "".join(line + "\n" for line in keep))

@@ -29,7 +29,6 @@ import warnings
 from pathlib import Path
 
 from delphi.errors import DelphiError
-from delphi.files import atomic_write_text
 
 LOCK = ".lock"
 RUN_JSON = "run.json"
@@ -72,12 +71,6 @@ def check_out_dir(out: Path, hint: str = "choose a new or empty --out directory"
     shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
     raise DelphiError(f"{out} is not empty and is not a Delphi run directory ({what}; it holds {shown}); "
                       f"nothing was written there; {hint}")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `path` through `<name>.tmp` and a rename (`delphi.files.atomic_write_text`; a killed
-    write leaves only the temporary, which `clean_temporaries` removes)."""
-    atomic_write_text(path, text)
 
 
 def check_same_run(run_dir: Path, spec: dict) -> None:

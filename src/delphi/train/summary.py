@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from delphi.config import RunSpec
+from delphi.files import atomic_write_text
 from delphi.train import rundir
 from delphi.train.evaluator import clean_eval, finite_or_none
 from delphi.train.state import RunState
@@ -65,5 +66,5 @@ def build_summary(spec: RunSpec, state: RunState, env: Environment, *, status: s
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:
-    rundir.write_text_atomic(Path(run_dir) / rundir.SUMMARY,
-                             json.dumps(summary, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    text = json.dumps(summary, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    atomic_write_text(Path(run_dir) / rundir.SUMMARY, text)

@@ -24,6 +24,7 @@ import torch
 
 from delphi.config import RunSpec
 from delphi.errors import DelphiError
+from delphi.files import atomic_write_text
 from delphi.optim import WSD, set_lr
 from delphi.train import components, rundir, tracking
 from delphi.train import distributed as dist
@@ -91,7 +92,7 @@ def _train_locked(spec: RunSpec, out: Path, info: dist.DistInfo, *, progress: bo
     if info.is_main:
         if not resume:
             rundir.discard_outputs(out)
-        rundir.write_text_atomic(run_json, spec.to_json() + "\n")
+        atomic_write_text(run_json, spec.to_json() + "\n")
     dist.barrier(info)
     trainer = Trainer(spec, out, info, progress and info.is_main)
     try:
