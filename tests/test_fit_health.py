@@ -177,8 +177,15 @@ def test_fit_register_check_carry_health_and_compute(tmp_path, compute):
         assert entry["forecast"]["compute"] == entry["forecast"]["flops"]
     else:
         assert entry["forecast"]["compute"] < entry["forecast"]["flops"]
-    # registering again with the same fit and compute adds nothing
+    # registering again with the same fit and compute adds nothing, nor does sending metrics elsewhere
     register_heldout(suite, d, fit, progress=False)
+    assert len(Ledger(d / "ledger.jsonl").read()) == 1
+    import dataclasses
+
+    from delphi.config import TrackingSpec
+
+    register_heldout(dataclasses.replace(suite, tracking=TrackingSpec(backends=("tensorboard",))), d, fit,
+                     progress=False)
     assert len(Ledger(d / "ledger.jsonl").read()) == 1
     res = check_suite(d)
     assert res["results"][0]["fit_health"] == entry["health"]
