@@ -27,9 +27,7 @@ def _requests():
 
 
 def test_loglikelihood_matches_lm_eval_hflm(tiny_dir):
-    pytest.importorskip("lm_eval")
-    # lm-eval's HF backend imports accelerate at module level (the `lm-eval[hf]` extra).
-    pytest.importorskip("accelerate", reason="lm-eval's HFLM needs accelerate: install lm-eval[hf]")
+    # lm-eval with its HF backend (`lm-eval[hf]`, which brings accelerate) is in the test extra.
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 

@@ -100,9 +100,8 @@ def test_batch_rule_halves_until_hyperparameters_in_bounds():
     for c in DELPHI.grid():
         B = c.batch_size
         assert B & (B - 1) == 0 and 8 <= B <= 8192
-        lr, adam_lr, _, beta2 = DELPHI._raw_hparams(B, c.target_tokens, c.shape.hidden_size)
-        if B > 8:
-            assert lr < 0.01 and adam_lr < 0.01 and beta2 > 0.9
+        if B > 8:  # halved until inside the bounds, so nothing was clipped to them
+            assert c.optimizer.lr < 0.01 and c.optimizer.adam_lr < 0.01 and c.optimizer.beta2 > 0.9
         assert 0.9 <= c.optimizer.beta2 <= 0.9999
         assert c.optimizer.lr <= 0.01 and c.optimizer.adam_lr <= 0.01
         assert c.shape.num_params_levanter <= DELPHI.max_params(c.budget)
@@ -122,10 +121,11 @@ def test_integer_batch_rounding_keeps_the_step_count_near_the_target():
     w = whole.candidates(budget)
     # power-of-two batches put neighbouring widths up to 2× apart in steps ...
     assert max(p_steps) / min(p_steps) > 1.5
-    # ... whole-sequence batches keep every run whose batch is above the minimum within rounding of the target
+    # ... whole-sequence batches (not only powers of two) keep every run whose batch is above the
+    # minimum within rounding of the target
+    assert any(c.batch_size & (c.batch_size - 1) for c in w)
     for c in w:
-        ideal = c.target_tokens / (whole.target_steps * whole.seq_len)
-        assert c.batch_size == max(whole.min_batch, round(ideal))
+        assert isinstance(c.batch_size, int) and c.batch_size >= whole.min_batch
         if c.batch_size > whole.min_batch:
             assert abs(c.train_steps / whole.target_steps - 1) < 0.5 / c.batch_size + 0.01
     # the same widths survive (no candidate is rejected by the rounding)

@@ -2,8 +2,6 @@
 
 import json
 
-import pytest
-
 from delphi.config import DataSpec
 from delphi.recipe import get_recipe
 from delphi.sweep.executors import execute, read_summary
@@ -22,8 +20,7 @@ def _files(run_dir):
 
 
 def test_ray_and_local_executors_write_identical_runs(tmp_path):
-    pytest.importorskip("ray")
-    specs = _specs()
+    specs = _specs()  # Ray is in the test extra
     local = execute(specs, tmp_path / "local", kind="local", progress=False)
     ray_out = execute(specs, tmp_path / "ray", kind="ray", progress=False, cpus_per_run=1)
     import ray
@@ -72,12 +69,14 @@ def test_a_worker_killed_mid_run_fails_that_run_only(tmp_path):
         deadline = time.time() + 120
         while time.time() < deadline and not killed:
             if (runs / first.name / "metrics.jsonl").exists():
-                for pid in os.listdir("/proc"):
+                for pid in filter(str.isdigit, os.listdir("/proc")):
                     try:
                         cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-                    except OSError:
+                        ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+                    except (OSError, ValueError, IndexError):
                         continue
-                    if b"delphi.sweep.worker" in cmd and b"--serve" in cmd and str(runs).encode() not in cmd:
+                    # only this test's own serve workers (children of this process), never another sweep's
+                    if ppid == os.getpid() and b"delphi.sweep.worker" in cmd and b"--serve" in cmd:
                         os.kill(int(pid), signal.SIGKILL)
                         killed.append(int(pid))
                 return
