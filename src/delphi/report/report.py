@@ -298,30 +298,19 @@ def _downstream(suite: Suite, figdir: Path, rel: str) -> tuple[list, Path | None
     if not isinstance(d, dict):
         return blocks + [Note("downstream.json is not a JSON object; nothing to show", "warn")], None
     target = figdir / "downstream.png"
+    saved = suite.path / "downstream.png"  # drawn by the suite's downstream stage
     png_path = None
-    saved = suite.path / "downstream.png"
-    try:
-        from delphi.downstream import DownstreamForecast
-        from delphi.downstream.plot import plot_forecast
-
-        from_dict = getattr(DownstreamForecast, "from_dict", None)
-        if from_dict is not None:
-            png_path = Path(plot_forecast(from_dict(d), target))
-    except ImportError:
-        pass
-    except Exception as e:  # noqa: BLE001 — the figure is optional; its failure is reported, not fatal
-        blocks.append(Note(f"the downstream figure could not be drawn ({e})", "warn"))
-    if png_path is None and saved.is_file():
+    if saved.is_file():
         target.write_bytes(saved.read_bytes())
         png_path = target
-    if png_path is not None and png_path.is_file():
+    if png_path is not None:
         blocks.append(Figure("downstream", "Downstream forecast", png_path.read_bytes(), f"{rel}/{png_path.name}",
                              "Left: the soft metric against compute over the suite's optima (step 1). Right: accuracy "
                              "against the soft metric over the external model pool with the fitted sigmoid (step 2). "
                              "Stars: the forecasts with their intervals."))
     else:
-        blocks.append(Note("no downstream figure: delphi.downstream cannot rebuild the forecast from downstream.json "
-                           "and no downstream.png was saved beside it; the numbers follow", "warn"))
+        blocks.append(Note("no downstream figure: no downstream.png was saved beside downstream.json; the numbers "
+                           "follow", "warn"))
     soft = d.get("soft", "soft metric")
     conf = fmt.num(d.get("confidence"))
     rows = []
