@@ -46,7 +46,8 @@ FLAG_ABOVE, FLAG_BELOW, FLAG_ONE_SIDED = F.VERTEX_ABOVE, F.VERTEX_BELOW, F.VERTE
 # freedom (7 runs); a bucket of 4-6 runs leaves 1-3, too few to judge its curvature by, and takes
 # the table's: the median of its buckets' residual scales (seed noise is a property of the training
 # setup; the median, because a bucket whose runs span more than a parabola fits has a large
-# residual that is misfit, not noise). Without either, only the FLAT_RTOL test applies.
+# residual that is misfit, not noise), if those rest on >= MIN_OWN_DOF residual degrees of freedom
+# in total. Without either, only the FLAT_RTOL test applies.
 CURVATURE_CONFIDENCE = 0.95
 FLAT_RTOL = 1e-9
 MIN_OWN_DOF = 4
@@ -289,7 +290,9 @@ def fit_bucket(flops: float, tokens, params, loss, huber_delta: float | None = N
     dof = len(x) - 3
     sd = math.sqrt(float(np.sum(w * (L - X @ coef) ** 2)) / dof) if dof > 0 else math.nan  # = bucket_noise
     if dof < MIN_OWN_DOF:
-        sd, dof = noise if noise is not None and noise[1] > 0 else (math.nan, 0)
+        # The table's noise, when it rests on enough residuals to judge by (the same bar as a
+        # bucket's own): a few 4-run buckets leave 1-2 residual dof of mostly parabola misfit.
+        sd, dof = noise if noise is not None and noise[1] >= MIN_OWN_DOF else (math.nan, 0)
     se = math.nan
     if dof > 0:
         cov = np.linalg.pinv(X.T @ (w[:, None] * X))
