@@ -44,10 +44,7 @@ def main() -> None:
 
     suite = load_suite(args.suite)
     overrides = {k: _value(v) for k, v in (kv.split("=", 1) for kv in args.recipe)}
-    base = {f.name: getattr(suite.recipe, f.name) for f in dataclasses.fields(suite.recipe)
-            if f.name in overrides}
-    recipe = recipe_from_table({"preset": suite.recipe.name, **{k: type(base[k])(v) if not isinstance(base[k], tuple)
-                                                               else v for k, v in overrides.items()}})
+    recipe = recipe_from_table({"preset": suite.recipe.name, **overrides})  # type- and range-checked there
     suite = dataclasses.replace(suite, recipe=recipe)
     specs = []
     for point in args.points:

@@ -27,3 +27,15 @@ def check_plot(path, size: tuple[int, int] | None = None, min_size: tuple[int, i
 @pytest.fixture
 def plot_check():
     return check_plot
+
+
+@pytest.fixture
+def one_thread(monkeypatch):
+    """Train with one intra-op thread (DELPHI_THREADS=1) and restore torch's count afterwards:
+    the same thread count everywhere keeps float reductions, and so runs, reproducible."""
+    import torch
+
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("DELPHI_THREADS", "1")
+    yield
+    torch.set_num_threads(threads)

@@ -32,12 +32,8 @@ def _spec(**kw):
     return tiny_spec(name="dirs", train_steps=6, checkpoint_every=2, eval_every=3, **kw)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    threads = torch.get_num_threads()
-    monkeypatch.setenv("DELPHI_THREADS", "1")
-    yield
-    torch.set_num_threads(threads)
+# Same intra-op thread count everywhere keeps float reductions (and so runs) reproducible.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -37,12 +37,8 @@ def _isolate_wandb(mp, root: Path):
         mp.delenv(var, raising=False)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    threads = torch.get_num_threads()
-    monkeypatch.setenv("DELPHI_THREADS", "1")
-    yield
-    torch.set_num_threads(threads)
+# Same intra-op thread count everywhere keeps float reductions (and so runs) reproducible.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

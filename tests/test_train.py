@@ -34,13 +34,8 @@ def tiny_spec(**overrides) -> RunSpec:
     return RunSpec(**fields)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    # Same intra-op thread count everywhere keeps float reductions (and so runs) reproducible.
-    threads = torch.get_num_threads()
-    monkeypatch.setenv("DELPHI_THREADS", "1")
-    yield
-    torch.set_num_threads(threads)
+# Same intra-op thread count everywhere keeps float reductions (and so runs) reproducible.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ purpose (a divergence test), but a spec file never should.
 
 from __future__ import annotations
 
+import abc
 import json
 import math
 import numbers
@@ -109,9 +110,12 @@ class Problems:
 
 # ---- rules -------------------------------------------------------------------------------------
 
-class Rule:
-    def problem(self, value: Any, strict: bool = True) -> str | None:  # pragma: no cover - interface
-        raise NotImplementedError
+class Rule(abc.ABC):
+    """One field's check: `problem` returns what is wrong with `value` (None when it is fine)."""
+
+    @abc.abstractmethod
+    def problem(self, value: Any, strict: bool = True) -> str | None:
+        """strict: also apply the sanity bounds meant for files a person wrote."""
 
 
 def _is_int(v: Any) -> bool:

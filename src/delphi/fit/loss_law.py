@@ -218,6 +218,14 @@ class LossLaw:
             return "1/(1/H + C^alpha/A)"
         return "E + A*C^-alpha" if self.asymptote else "A*C^-alpha"
 
+    def equation(self, digits: int = 4) -> str:
+        """The fitted law with its numbers, e.g. "1/L*(C) = 1/6.1558 + C^0.1848/1598"."""
+        if self.ceiling is not None:
+            return f"1/L*(C) = 1/{self.ceiling:.{digits}f} + C^{self.alpha:.{digits}f}/{self.A:.4g}"
+        if self.asymptote:
+            return f"L*(C) = {self.E:.{digits}f} + {self.A:.4g}·C^-{self.alpha:.{digits}f}"
+        return f"L*(C) = {self.A:.4g}·C^-{self.alpha:.{digits}f}"
+
     def predict(self, C) -> np.ndarray:
         C = np.asarray(C, dtype=float)
         if self.ceiling is not None:

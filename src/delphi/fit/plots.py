@@ -93,12 +93,7 @@ def plot_loss_law(law, path, targets=(), pure=None, metric: str = "loss", iso=No
         lo, hi = law.interval(cc)
         ax.fill_between(cc, lo, hi, color="C0", alpha=0.2,
                         label=f"{100 * law.confidence:g}% bootstrap band ({len(law.bootstrap_params)} resamples)")
-    if law.ceiling is not None:
-        label = f"1/L*(C) = 1/{law.ceiling:.3g} + C^{law.alpha:.3f}/{law.A:.3g}"
-    else:
-        label = "L*(C) = " + (f"{law.E:.3g} + {law.A:.3g}·C^-{law.alpha:.3f}" if law.asymptote
-                              else f"{law.A:.3g}·C^-{law.alpha:.3f}")
-    ax.plot(cc, law.predict(cc), color="C0", label=label)
+    ax.plot(cc, law.predict(cc), color="C0", label=law.equation(digits=3))
     if pure is not None:
         ax.plot(cc, pure.predict(cc), color="C2", ls="--", label=f"pure power law {pure.A:.3g}·C^-{pure.alpha:.3f}")
     ax.scatter(C, y, color="k", zorder=3, label="IsoFLOP optima")

@@ -61,26 +61,26 @@ class PowerLaw:
 
 @dataclass
 class LossLawView:
-    """L*(C) = E + A · C^(−alpha), with an optional bootstrap band lo(C), hi(C)."""
+    """The fitted loss law as drawn (`delphi.fit.loss_law.LossLaw`), with an optional bootstrap
+    band lo(C), hi(C)."""
 
-    E: float
-    A: float
-    alpha: float
+    law: LossLaw
     band: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
     band_level: str = "95%"
     extra: dict = field(default_factory=dict)  # the law's `LossLaw.to_dict()` (n_points, rmse, seed, ...)
-    ceiling: float | None = None  # the ceiling form 1/L = 1/H + C^alpha/A (`delphi.fit.loss_law`)
+
+    @property
+    def ceiling(self) -> float | None:
+        return self.law.ceiling
 
     def __call__(self, C):
-        C = np.asarray(C, dtype=float)
-        if self.ceiling is not None:
-            return 1.0 / (1.0 / self.ceiling + C ** self.alpha / self.A)
-        return self.E + self.A * C ** (-self.alpha)
+        return self.law.predict(C)
 
-    def text(self) -> str:
-        if self.ceiling is not None:
-            return f"1/L*(C) = 1/{self.ceiling:.4f} + C^{self.alpha:.4f} / {fmt.sci(self.A)}"
-        return f"L*(C) = {self.E:.4f} + {fmt.sci(self.A)} · C^(−{self.alpha:.4f})"
+    def text(self, digits: int = 4) -> str:
+        law = self.law
+        if law.ceiling is not None:
+            return f"1/L*(C) = 1/{law.ceiling:.{digits}f} + C^{law.alpha:.{digits}f} / {fmt.sci(law.A)}"
+        return f"L*(C) = {law.E:.{digits}f} + {fmt.sci(law.A)} · C^(−{law.alpha:.{digits}f})"
 
 
 @dataclass
@@ -131,7 +131,7 @@ def _law_view(law: LossLaw, band_from: LossLaw | None = None) -> LossLawView:
     """The law as drawn; its band from `band_from`'s draws (default: the law's own)."""
     src = law if band_from is None else band_from
     extra = {**law.to_dict(), "n_bootstrap": src.to_dict()["n_bootstrap"]}
-    return LossLawView(E=law.E, A=law.A, alpha=law.alpha, ceiling=law.ceiling, extra=extra,
+    return LossLawView(law=law, extra=extra,
                        band=_band_of(src) if src.bootstrap_params is not None else None,
                        band_level=f"{src.confidence:.0%}")
 

@@ -270,8 +270,7 @@ def loss_law_figure(suite: Suite, view: FitView, colors: dict) -> Any:
                     pass
             inside = cs <= c_fit_hi * 1.0001
             ax.plot(cs[inside], law(cs[inside]), color="#1f77b4", lw=1.6,
-                    label=(f"1/L*(C) = 1/{law.ceiling:.3f} + C^{law.alpha:.3f}/{fmt.sci(law.A, 2)}"
-                           if law.ceiling is not None else f"L*(C) = {law.E:.3f} + {fmt.sci(law.A, 2)}·C^−{law.alpha:.3f}"))
+                    label=law.text(digits=3))
             if (~inside).any():
                 ax.plot(cs[~inside], law(cs[~inside]), color="#1f77b4", lw=1.6, ls="--", label="extrapolation")
         shown_f = shown_a = False

@@ -253,12 +253,9 @@ def _fit_summary(fit: dict[str, Any]) -> str:
 
     from delphi.fit.health import health_lines
 
-    law = fit["law"].to_dict()
     alloc = fit["record"]["isoflop"]["allocation"]["tokens"]
     compute = fit["record"].get("compute", "total")
-    head = (f"[bold]fit[/]: L*(C) = "
-            + (f"1/(1/{law['ceiling']:.4f} + C^{law['alpha']:.4f}/{law['A']:.4g})" if law.get("ceiling") is not None
-               else f"{law['E']:.4f} + {law['A']:.4g}·C^-{law['alpha']:.4f}")
+    head = (f"[bold]fit[/]: {escape(fit['law'].equation())}"
             + (f" (C: {compute} compute)" if compute != "total" else "")
             + f";  D*(C) = {alloc['A']:.4g}·C^{alloc['alpha']:.4f}")
     health = fit["record"].get("health") or {}
