@@ -282,8 +282,8 @@ def register_heldout(suite: SuiteSpec, d: Path, fit: dict[str, Any], progress: b
             prior = existing.get(spec.name)
             started = (d / "runs" / spec.name / "started.json").exists()
             same_compute = (prior or {}).get("fit_settings", {}).get("compute", "total") == suite.fit_compute
-            # Tracking (where metrics are also sent) is not part of what a forecast predicts.
-            same_spec = prior is not None and _untracked(prior["run_spec"]) == _untracked(spec.to_dict())
+            # RunSpec equality leaves out tracking (where metrics are also sent): not what is predicted.
+            same_spec = prior is not None and type(spec).from_dict(prior["run_spec"]) == spec
             if prior and (prior["runs_table_sha256"] == sha and same_spec and same_compute or started):
                 entry = prior  # already registered (or already running under an earlier forecast)
             else:
@@ -298,10 +298,6 @@ def register_heldout(suite: SuiteSpec, d: Path, fit: dict[str, Any], progress: b
             specs.append(type(spec).from_dict({**entry["run_spec"],
                                                "tags": {**entry["run_spec"]["tags"], "ledger_entry": entry["hash"]}}))
     return specs
-
-
-def _untracked(spec_dict: dict) -> dict:
-    return {k: v for k, v in spec_dict.items() if k != "tracking"}
 
 
 def downstream_stage(suite: SuiteSpec, d: Path, table, progress: bool):
