@@ -235,14 +235,13 @@ def unigram_baseline(prepared, seq_len: int, windows_per_domain: int) -> dict[st
     for d, w in weights.items():
         counts = np.bincount(np.asarray(prepared.train[d].tokens, dtype=np.int64), minlength=vocab)[:vocab]
         p += (w / total) * (counts + 1.0) / (counts.sum() + vocab)
-    logp = np.log(p / p.sum())
+    logp = np.log(p)  # a mixture of normalised distributions: sums to 1
     out: dict[str, float] = {}
     for name, vs in validation_sets(prepared, seq_len, windows_per_domain).items():
         targets = vs.tokens[:, 1:].numpy()
         nats = float(-logp[targets].sum())
         out[f"loss/{name}"] = nats / targets.size
         out[f"bpb/{name}"] = nats / max(vs.num_bytes, 1) / math.log(2)
-    domains = sorted(vs_name for vs_name in prepared.domains)
-    out["loss"] = sum(out[f"loss/{d}"] for d in domains) / len(domains)
-    out["bpb"] = sum(out[f"bpb/{d}"] for d in domains) / len(domains)
+    for metric in ("loss", "bpb"):
+        out[metric] = sum(out[f"{metric}/{d}"] for d in prepared.domains) / len(prepared.domains)
     return out
