@@ -162,3 +162,46 @@ def test_errors_on_bad_input(capsys, tmp_path):
     assert code != 0 and "'Model Size'" in err
     with pytest.raises(DelphiError, match="unknown law form"):
         backtest(synthetic(0), forms=("quadratic",))
+
+
+def bent_allocation(bend: float, k: float = 0.3):
+    """Noise-free IsoFLOP parabolas, loss = L*(C) + k·(log10 D − log10 D*(C))², whose optimum
+    tokens bend away from a power law: log10 D*(C) = 0.5·log10 C + bend·(log10 C − 18)²."""
+    rows = []
+    for C in BUDGETS:
+        lc = np.log10(C)
+        x_opt = 0.5 * lc + bend * (lc - 18) ** 2
+        for x in x_opt + np.linspace(-0.6, 0.6, 7):
+            loss = E + 50 * C ** -0.15 + k * (x - x_opt) ** 2
+            rows.append({"flops": C, "params": C / (6 * 10 ** x), "tokens": 10 ** x, "loss": loss})
+    return pd.DataFrame(rows), k
+
+
+def test_placed_run_lands_on_the_optimum_when_the_allocation_is_a_power_law():
+    bt = backtest(bent_allocation(0.0)[0], bootstrap=0, forms=("power",))
+    for r in bt.rows:
+        assert r.tokens_ratio == pytest.approx(1.0, rel=1e-6)
+        assert r.placed_loss == pytest.approx(r.actual, rel=1e-9)
+        assert r.placed_residual_pct == pytest.approx(r.residual_pct, abs=1e-6)
+        assert r.placed_in_range
+
+
+def test_placed_run_pays_for_an_allocation_that_bends():
+    table, k = bent_allocation(0.05)
+    bt = backtest(table, bootstrap=0, forms=("power",))
+    lc = np.log10(BUDGETS)
+    x_opt = 0.5 * lc + 0.05 * (lc - 18) ** 2
+    for r in bt.rows:
+        n = len(r.fit_budgets)
+        slope, icpt = np.polyfit(lc[:n], x_opt[:n], 1)  # the window's straight line through the true optima
+        j = int(np.argmin(np.abs(BUDGETS - r.target_budget)))
+        x_hat = icpt + slope * lc[j]
+        assert np.log10(r.tokens_ratio) == pytest.approx(x_hat - x_opt[j], abs=1e-6)
+        assert r.tokens_ratio < 1  # a straight line under a convex curve: too few tokens, too large a model
+        assert r.placed_loss - r.actual == pytest.approx(k * (x_hat - x_opt[j]) ** 2, rel=1e-6)
+        assert r.placed_residual_pct > r.residual_pct
+    far = max(bt.rows, key=lambda r: r.factor)
+    assert far.placed_residual_pct - far.residual_pct > 0.5  # the drift grows with the factor
+    d = bt.to_dict()
+    assert {"tokens_forecast", "tokens_ratio", "placed_loss", "placed_residual_pct", "placed_in_range"} <= set(d["rows"][0])
+    assert all(s["mean_placed_residual_pct"] is not None for s in d["by_factor"])

@@ -398,26 +398,33 @@ def run_backtest(args) -> int:
         shown = FORMS[form].replace("*", "·") + (f" (H = {args.ceiling:g})" if form == "ceiling" else "")
         print(f"\n{form}: L*(C) = {shown}")
         print(f"{'fitted':>6} {'up to':>9} {'target':>9} {'factor':>7} {'forecast':>9} {('interval ' + pct):>21} "
-              f"{'actual':>8} {'resid%':>7} inside")
+              f"{'actual':>8} {'resid%':>7} inside  {'D*/actual':>9} {'placed%':>8}")
         for r in bt.rows:
             if r.form != form:
                 continue
             ci = f"[{r.ci_low:.4f}, {r.ci_high:.4f}]" if r.ci_low is not None else "-"
             inside = "-" if r.inside is None else "yes" if r.inside else "NO"
+            placed = f"{r.placed_residual_pct:>+8.2f}" + ("" if r.placed_in_range else "*")
             print(f"{len(r.fit_budgets):>6} {r.fit_budgets[-1]:>9.3g} {r.target_budget:>9.3g} {r.factor:>6.1f}x "
-                  f"{r.forecast:>9.4f} {ci:>21} {r.actual:>8.4f} {r.residual_pct:>+7.2f} {inside}")
-        print(f"{'factor':>13} {'rows':>5} {'mean resid%':>12} {'mean |resid|%':>14} {'max |resid|%':>13} {'coverage':>9}")
+                  f"{r.forecast:>9.4f} {ci:>21} {r.actual:>8.4f} {r.residual_pct:>+7.2f} {inside:<6} "
+                  f"{r.tokens_ratio:>9.2f} {placed}")
+        print(f"{'factor':>13} {'rows':>5} {'mean resid%':>12} {'mean |resid|%':>14} {'max |resid|%':>13} {'coverage':>9} "
+              f"{'mean placed%':>13}")
         for s in bt.by_factor():
             if s.form != form:
                 continue
             hi = "" if s.factor_high == float("inf") else f"{s.factor_high:g}"
             cov = "-" if s.coverage is None else f"{100 * s.coverage:.0f}%"
+            placed = "-" if s.mean_placed_residual_pct is None else f"{s.mean_placed_residual_pct:+.2f}"
             print(f"{f'[{s.factor_low:g}, {hi})':>13} {s.n:>5} {s.mean_residual_pct:>+12.2f} {s.mean_abs_residual_pct:>14.2f} "
-                  f"{s.max_abs_residual_pct:>13.2f} {cov:>9}")
+                  f"{s.max_abs_residual_pct:>13.2f} {cov:>9} {placed:>13}")
         cov = bt.coverage(form)
         n_ci = sum(r.inside is not None for r in bt.rows if r.form == form)
         print(f"coverage: {'-' if cov is None else f'{100 * cov:.0f}%'} of {n_ci} actuals inside their "
               f"{100 * bt.confidence:g}% interval")
+    print("\nD*/actual: the window's allocation law D*(C) over the target's fitted D*; placed%: the residual "
+          "a held-out run trained at those tokens would show (the target's parabola there against the "
+          "forecast); * where the parabola is extrapolated beyond the target's runs")
     _note(excluded_note(table))
     if args.plot:
         print(f"plot: {args.plot}")

@@ -9,6 +9,18 @@ every higher budget is forecast and compared with that budget's own fitted IsoFL
     residual_pct = 100·(actual − forecast)/forecast       (the sign convention of `delphi check`)
     inside       = ci_low <= actual <= ci_high            (the law's prediction interval)
 
+Where the held-out run would land (the allocation part): a held-out run is not trained at the
+target's optimum but at the tokens the allocation law D*(C) = A·C^alpha, fitted on the same
+window, gives for it. Each row also carries
+
+    tokens_forecast      = D*(target) from the window's allocation law
+    tokens_ratio         = tokens_forecast / the target's own fitted D*
+    placed_loss          = the target's IsoFLOP parabola at tokens_forecast
+    placed_residual_pct  = 100·(placed_loss − forecast)/forecast   (what `delphi check` would report)
+    placed_in_range      = tokens_forecast lies within the target's runs (the parabola interpolates)
+
+so a law whose L* lands while its allocation drifts shows up before a held-out run is spent.
+
 The intervals are the loss law's: each bucket's runs resampled and its parabola refitted (drawn
 once per bucket, so every window sees the same vertex resamples) plus the law's parametric
 bootstrap (`loss_law.fit_loss_law`). Coverage is the fraction of rows whose actual lies inside.
@@ -61,12 +73,24 @@ class BacktestRow:
     actual: float
     residual_pct: float
     inside: bool | None  # None when the law has no interval
+    # Where a run placed by the window's allocation law would land (module docstring).
+    tokens_forecast: float = math.nan
+    tokens_ratio: float = math.nan
+    placed_loss: float = math.nan
+    placed_residual_pct: float = math.nan
+    placed_in_range: bool | None = None
 
     def to_dict(self) -> dict:
+        nan = math.isnan
         return {"form": self.form, "fit_budgets": list(self.fit_budgets), "n_fit": len(self.fit_budgets),
                 "target_budget": self.target_budget, "factor": self.factor, "forecast": self.forecast,
                 "ci_low": self.ci_low, "ci_high": self.ci_high, "actual": self.actual,
-                "residual_pct": self.residual_pct, "inside": self.inside}
+                "residual_pct": self.residual_pct, "inside": self.inside,
+                "tokens_forecast": None if nan(self.tokens_forecast) else self.tokens_forecast,
+                "tokens_ratio": None if nan(self.tokens_ratio) else self.tokens_ratio,
+                "placed_loss": None if nan(self.placed_loss) else self.placed_loss,
+                "placed_residual_pct": None if nan(self.placed_residual_pct) else self.placed_residual_pct,
+                "placed_in_range": self.placed_in_range}
 
 
 @dataclass(frozen=True)
@@ -79,11 +103,13 @@ class FactorSummary:
     mean_abs_residual_pct: float
     max_abs_residual_pct: float
     coverage: float | None  # fraction inside, over the rows with an interval
+    mean_placed_residual_pct: float | None = None  # over the rows with a placed run (module docstring)
 
     def to_dict(self) -> dict:
         return {"form": self.form, "factor_low": self.factor_low, "factor_high": self.factor_high, "n": self.n,
                 "mean_residual_pct": self.mean_residual_pct, "mean_abs_residual_pct": self.mean_abs_residual_pct,
-                "max_abs_residual_pct": self.max_abs_residual_pct, "coverage": self.coverage}
+                "max_abs_residual_pct": self.max_abs_residual_pct, "coverage": self.coverage,
+                "mean_placed_residual_pct": self.mean_placed_residual_pct}
 
 
 @dataclass(frozen=True)
@@ -117,8 +143,10 @@ class Backtest:
                     continue
                 res = np.array([r.residual_pct for r in sel])
                 ins = [r.inside for r in sel if r.inside is not None]
+                placed = [r.placed_residual_pct for r in sel if not math.isnan(r.placed_residual_pct)]
                 out.append(FactorSummary(form, lo, hi, len(sel), float(res.mean()), float(np.abs(res).mean()),
-                                         float(np.abs(res).max()), float(np.mean(ins)) if ins else None))
+                                         float(np.abs(res).max()), float(np.mean(ins)) if ins else None,
+                                         float(np.mean(placed)) if placed else None))
         return out
 
     def to_dict(self) -> dict:
@@ -187,6 +215,19 @@ def _valid_forms(forms) -> tuple[str, ...]:
     return forms
 
 
+def _placed_runs(used, X, D, k: int) -> list[tuple[float, float, float, bool]]:
+    """For each bucket above the lowest k: (tokens the allocation law fitted on the lowest k gives
+    it, that over its own D*, its parabola's loss there, whether its runs bracket those tokens)."""
+    from delphi.fit.isoflop import fit_power_law
+
+    law = fit_power_law(X[:k], D[:k])
+    out = []
+    for b, x in zip(used[k:], X[k:]):
+        d_hat = float(law.predict(x))
+        out.append((d_hat, d_hat / b.optimal_tokens, float(b.predict(d_hat)), min(b.tokens) <= d_hat <= max(b.tokens)))
+    return out
+
+
 def backtest(table, metric: str = "loss", *, min_budgets: int = DEFAULT_MIN_BUDGETS, forms=("asymptote",),
              bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95, exclude_flagged: bool = False,
              huber_delta: float | None = None, compute: str = "total", ceiling: float | None = None) -> Backtest:
@@ -219,8 +260,10 @@ def backtest(table, metric: str = "loss", *, min_budgets: int = DEFAULT_MIN_BUDG
     C = np.array([b.flops for b in used])
     X = np.array([b.optimal_compute for b in used])  # the law's x: the optima's compute (definition `compute`)
     L = np.array([b.optimal_loss for b in used])
+    D = np.array([b.optimal_tokens for b in used])
     vert = iso.bootstrap_optima(bootstrap, seed) if bootstrap else None
     rows, notes = [], []
+    placed = {k: _placed_runs(used, X, D, k) for k in range(2, n)}
     for form in forms:
         n_params = 3 if form == "asymptote" else 2
         for k in range(max(min_budgets, n_params), n):
@@ -237,13 +280,16 @@ def backtest(table, metric: str = "loss", *, min_budgets: int = DEFAULT_MIN_BUDG
             targets = C[k:]
             pred = law.predict(X[k:])
             lo, hi = law.interval(X[k:])
-            for c, p, a, b, act in zip(targets, pred, lo, hi, L[k:]):
+            for j, (c, p, a, b, act) in enumerate(zip(targets, pred, lo, hi, L[k:])):
                 has = bool(np.isfinite(a) and np.isfinite(b))
+                d_hat, ratio, loss_at, in_range = placed[k][j]
                 rows.append(BacktestRow(form=form, fit_budgets=tuple(map(float, C[:k])), target_budget=float(c),
                                         factor=float(c / C[k - 1]), forecast=float(p),
                                         ci_low=float(a) if has else None, ci_high=float(b) if has else None,
                                         actual=float(act), residual_pct=float(100.0 * (act - p) / p),
-                                        inside=bool(a <= act <= b) if has else None))
+                                        inside=bool(a <= act <= b) if has else None,
+                                        tokens_forecast=d_hat, tokens_ratio=ratio, placed_loss=loss_at,
+                                        placed_residual_pct=100.0 * (loss_at - p) / p, placed_in_range=in_range))
     if not rows:
         raise DelphiError("backtest: no window could be fitted (" + "; ".join(notes[:3]) + ")")
     return Backtest(metric=metric, rows=tuple(rows), budgets=tuple(map(float, C)), optima=tuple(map(float, L)),
