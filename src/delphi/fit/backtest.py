@@ -224,7 +224,9 @@ def _placed_runs(used, X, D, k: int) -> list[tuple[float, float, float, bool]]:
     out = []
     for b, x in zip(used[k:], X[k:]):
         d_hat = float(law.predict(x))
-        out.append((d_hat, d_hat / b.optimal_tokens, float(b.predict(d_hat)), min(b.tokens) <= d_hat <= max(b.tokens)))
+        # Python bool, not numpy's: the row goes into fit.json, which is written as strict JSON.
+        in_range = bool(min(b.tokens) <= d_hat <= max(b.tokens))
+        out.append((d_hat, d_hat / b.optimal_tokens, float(b.predict(d_hat)), in_range))
     return out
 
 
@@ -289,7 +291,7 @@ def backtest(table, metric: str = "loss", *, min_budgets: int = DEFAULT_MIN_BUDG
                                         actual=float(act), residual_pct=float(100.0 * (act - p) / p),
                                         inside=bool(a <= act <= b) if has else None,
                                         tokens_forecast=d_hat, tokens_ratio=ratio, placed_loss=loss_at,
-                                        placed_residual_pct=100.0 * (loss_at - p) / p, placed_in_range=in_range))
+                                        placed_residual_pct=float(100.0 * (loss_at - p) / p), placed_in_range=in_range))
     if not rows:
         raise DelphiError("backtest: no window could be fitted (" + "; ".join(notes[:3]) + ")")
     return Backtest(metric=metric, rows=tuple(rows), budgets=tuple(map(float, C)), optima=tuple(map(float, L)),
