@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -28,17 +28,19 @@ def sha256_file(path: str | Path) -> str:
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write `text` to `path` through `path.tmp` and a rename (readers see the old or the new file)."""
+    """Write `text` (as UTF-8, whatever the locale) to `path` through `path.tmp` and a rename
+    (readers see the old or the new file)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return path
 
 
-def json_text(obj: Any, indent: int = 2) -> str:
+def json_text(obj: Any, indent: int = 2, default: Callable[[Any], Any] | None = None) -> str:
     """Strict JSON text of `obj` (NaN and infinity refused), `indent`-indented, each list of
-    scalars on one line; ends with a newline."""
+    scalars on one line; ends with a newline. `default` converts what JSON has no form for (as in
+    `json.dumps`), e.g. numpy scalars."""
 
     def enc(o: Any, level: int) -> str:
         pad, inner = " " * (indent * level), " " * (indent * (level + 1))
@@ -51,14 +53,14 @@ def json_text(obj: Any, indent: int = 2) -> str:
             if all(isinstance(v, _SCALARS) for v in o):
                 return json.dumps(list(o), allow_nan=False)
             return "[\n" + ",\n".join(inner + enc(v, level + 1) for v in o) + "\n" + pad + "]"
-        return json.dumps(o, allow_nan=False)
+        return json.dumps(o, allow_nan=False, default=default)
 
     return enc(obj, 0) + "\n"
 
 
-def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    """`atomic_write_text(path, json_text(obj))`."""
-    return atomic_write_text(path, json_text(obj))
+def atomic_write_json(path: str | Path, obj: Any, default: Callable[[Any], Any] | None = None) -> Path:
+    """`atomic_write_text(path, json_text(obj, default=default))`."""
+    return atomic_write_text(path, json_text(obj, default=default))
 
 
 def schema_version(d: dict, what: str, newest: int) -> int:

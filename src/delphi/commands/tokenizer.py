@@ -31,6 +31,7 @@ def run_train(args: argparse.Namespace) -> int:
     from delphi.data.documents import expand_sources, iter_corpus_texts
     from delphi.data.tokenizers import load_tokenizer, train_bpe
     from delphi.errors import DelphiError
+    from delphi.files import atomic_write_text
 
     if args.vocab_size < 257:
         raise DelphiError(f"--vocab-size must be at least 257 (256 bytes + EOS), got {args.vocab_size}")
@@ -41,9 +42,7 @@ def run_train(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     tok = train_bpe(iter_corpus_texts(files, text_field=args.text_field), vocab_size=args.vocab_size,
                     min_frequency=args.min_frequency)
-    tmp = out.with_name(out.name + ".tmp")
-    tok.save(str(tmp))
-    tmp.replace(out)
+    atomic_write_text(out, tok.to_str(pretty=True))  # the bytes `Tokenizer.save` writes
     loaded = load_tokenizer(out)
     print(f"wrote {out}: vocab {loaded.vocab_size:,}, eos {loaded.eos_token} = {loaded.eos_id}, "
           f"trained on {len(files)} file(s)")

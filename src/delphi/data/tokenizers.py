@@ -32,6 +32,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from delphi.errors import DelphiError
+from delphi.files import sha256_file
 
 EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
 EMBEDDED_BPE_PATH = EMBEDDED_DIR / "tokenizer.json"
@@ -242,7 +243,7 @@ class Llama3Tokenizer(TiktokenBPE):
         ranks = load_tiktoken_bpe(str(path))
         specials = {tok: len(ranks) + i for i, tok in enumerate(llama3_special_tokens())}
         super().__init__(ranks, LLAMA3_PATTERN, specials, name="llama3",
-                         fingerprint="llama3-" + hashlib.sha256(path.read_bytes()).hexdigest()[:16],
+                         fingerprint="llama3-" + sha256_file(path)[:16],
                          eos_token="<|end_of_text|>")  # 128,256 ids; EOS 128001
         self.bos_id = specials["<|begin_of_text|>"]
 

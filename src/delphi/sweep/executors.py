@@ -31,6 +31,7 @@ from typing import Sequence
 
 from delphi.config import RunSpec
 from delphi.errors import DelphiError
+from delphi.files import atomic_write_json
 from delphi.forecast.ledger import utc_now
 from delphi.train import rundir
 
@@ -68,12 +69,10 @@ def prepare_run_dir(spec: RunSpec, run_dir: Path) -> None:
             raise DelphiError(f"{run_dir} holds a different run spec than the suite now plans; "
                               "move it away (or use a new out_dir) to train the new plan")
     else:
-        tmp = spec_path.with_suffix(".json.tmp")
-        tmp.write_text(spec.to_json())
-        os.replace(tmp, spec_path)
+        rundir.write_run_spec(run_dir, spec)
     started = run_dir / "started.json"
     if not started.exists():  # first start only: `check` compares it with the registration time
-        started.write_text(json.dumps({"started_at": utc_now()}) + "\n")
+        atomic_write_json(started, {"started_at": utc_now()})
 
 
 def needs_work(run_dir: Path, retry_failed: bool) -> bool:
@@ -113,9 +112,7 @@ def record_failure(run_dir: Path, spec: RunSpec, reason: str) -> None:
         return
     summary = {"name": spec.name, "status": "failed", "reason": reason, "budget": spec.budget, "seed": spec.seed,
                "params": spec.shape.num_params, "tokens": spec.tokens, "flops": spec.flops, "tags": spec.tags}
-    tmp = run_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, run_dir / "summary.json")
+    rundir.write_summary(run_dir, summary)
 
 
 def execute(specs: Sequence[RunSpec], runs_dir: Path, *, kind: str = "local", workers: int = 1,

@@ -29,6 +29,7 @@ import warnings
 from pathlib import Path
 
 from delphi.errors import DelphiError
+from delphi.files import atomic_write_text
 
 LOCK = ".lock"
 RUN_JSON = "run.json"
@@ -209,6 +210,19 @@ def discard_outputs(run_dir: Path) -> None:
                 shutil.rmtree(p)
         with contextlib.suppress(OSError):
             ck.rmdir()  # only when nothing else is left in it
+
+
+def write_run_spec(run_dir: Path, spec) -> None:
+    """run.json: the RunSpec's JSON (`spec.to_json()`), through a temporary file and a rename."""
+    atomic_write_text(Path(run_dir) / RUN_JSON, spec.to_json() + "\n")
+
+
+def write_summary(run_dir: Path, summary: dict) -> None:
+    """summary.json, through a temporary file and a rename: strict JSON (a non-finite number is a
+    bug upstream, not a value to store), keys sorted. The trainer writes it, and so does a sweep for
+    a run whose process died before it could."""
+    text = json.dumps(summary, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    atomic_write_text(Path(run_dir) / SUMMARY, text)
 
 
 def read_summary(run_dir: Path, *, warn: bool = True) -> dict | None:

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 from delphi.config import RunSpec
-from delphi.files import atomic_write_text
-from delphi.train import rundir
 from delphi.train.evaluator import clean_eval, finite_or_none
 from delphi.train.state import RunState
 from delphi.version import code_version
@@ -64,7 +60,3 @@ def build_summary(spec: RunSpec, state: RunState, env: Environment, *, status: s
         "epochs": epochs, "code_version": code_version(), "tags": dict(spec.tags),
     }
 
-
-def write_summary(run_dir: Path, summary: dict) -> None:
-    text = json.dumps(summary, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    atomic_write_text(Path(run_dir) / rundir.SUMMARY, text)

@@ -24,7 +24,6 @@ import torch
 
 from delphi.config import RunSpec
 from delphi.errors import DelphiError
-from delphi.files import atomic_write_text
 from delphi.optim import WSD, set_lr
 from delphi.train import components, rundir, tracking
 from delphi.train import distributed as dist
@@ -36,7 +35,7 @@ from delphi.train.metrics import MetricsLogger
 from delphi.train.progress import Progress
 from delphi.train.state import DivergenceGuard, RunState  # noqa: F401 (DivergenceGuard: older import path)
 from delphi.train.step import accumulate_gradients, autocast, make_forward_loss, micro_batch_size, resolve_compile
-from delphi.train.summary import Environment, build_summary, write_summary
+from delphi.train.summary import Environment, build_summary
 
 _micro_batch_size = micro_batch_size  # older import path
 
@@ -92,7 +91,7 @@ def _train_locked(spec: RunSpec, out: Path, info: dist.DistInfo, *, progress: bo
     if info.is_main:
         if not resume:
             rundir.discard_outputs(out)
-        atomic_write_text(run_json, spec.to_json() + "\n")
+        rundir.write_run_spec(out, spec)
     dist.barrier(info)
     trainer = Trainer(spec, out, info, progress and info.is_main)
     try:
@@ -244,6 +243,6 @@ class Trainer:
         summary = build_summary(self.spec, self.state, self.env, status=status, reason=reason,
                                 final_train_loss=self.metrics.last_train_loss(), loader=self.loader)
         if self.info.is_main:
-            write_summary(self.out, summary)
+            rundir.write_summary(self.out, summary)
         self.metrics.close(summary)
         return summary

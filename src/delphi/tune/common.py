@@ -231,13 +231,3 @@ def say(settings: TuneSettings, msg: str) -> None:
     if settings.progress:
         print(msg, file=sys.stderr, flush=True)
 
-
-def write_atomic(path: Path, text: str) -> Path:
-    import os
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path

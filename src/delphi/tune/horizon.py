@@ -17,7 +17,6 @@ exponent are reported. An optimum at the edge of its grid is flagged: the grid s
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from delphi.errors import DelphiError
+from delphi.files import atomic_write_json, atomic_write_text
 
 DELPHI_EXPONENT = 0.3
 
@@ -181,8 +181,7 @@ def run_horizon(recipe, recipe_source: dict[str, Any], *, hidden: int, batch: in
     """Sweep the projection LR at `tokens × multipliers` (extending a sweep past its edge up to
     `extend` times while its lowest loss sits there), fit the exponent, write horizon.json /
     horizon.csv / horizon.png in `out_dir`; returns the horizon.json record."""
-    from delphi.tune.common import (SWEEP_PREFIX, adaptive_sweeps, check_point, completed_loss, lr_grid, prepare, say,
-                                    write_atomic)
+    from delphi.tune.common import SWEEP_PREFIX, adaptive_sweeps, check_point, completed_loss, lr_grid, prepare, say
 
     if len(multipliers) < 2 or len(set(multipliers)) != len(multipliers) or any(not m > 0 for m in multipliers):
         raise DelphiError("--horizons needs two or more distinct positive multipliers of --tokens, e.g. 0.25,1,4")
@@ -219,7 +218,8 @@ def run_horizon(recipe, recipe_source: dict[str, Any], *, hidden: int, batch: in
         "recipe_lr": recipe_lrs, "extend": extend,
         "runs": rows,
     }
-    write_atomic(out / "horizon.json", json.dumps(record, indent=2, default=_json_default) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "horizon.json", record, default=_json_default)
     _write_csv(out / "horizon.csv", rows)
     if plot:
         from delphi.tune.plots import plot_horizon
@@ -253,14 +253,12 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     import csv
     import io
 
-    from delphi.tune.common import write_atomic
-
     buf = io.StringIO()
     if rows:
         w = csv.DictWriter(buf, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    write_atomic(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
 
 
 def _json_default(o):

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from delphi.errors import DelphiError
+from delphi.files import atomic_write_json, atomic_write_text, json_text
 from delphi.recipe import Recipe
-from delphi.tune.common import (TuneSettings, build_spec, check_point, completed_loss, prepare, run_specs, say,
-                                write_atomic)
+from delphi.tune.common import TuneSettings, build_spec, check_point, completed_loss, prepare, run_specs, say
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,7 @@ def _fmt_params(params: dict[str, float]) -> str:
 
 def _check_config(path: Path, config: dict[str, Any]) -> None:
     """A search directory belongs to one search: refuse to mix trials of different settings."""
-    text = json.dumps(config, indent=2, sort_keys=True, default=str)
+    text = json_text(config, default=str)
     if path.exists():
         old = json.loads(path.read_text())
         new = json.loads(text)
@@ -223,7 +223,7 @@ def _check_config(path: Path, config: dict[str, Any]) -> None:
             raise DelphiError(f"{path.parent} holds a search with different settings ({', '.join(diff)}); "
                               "use a new --out, or the same settings to resume or extend it (--trials may change)")
         return
-    write_atomic(path, text + "\n")
+    atomic_write_text(path, text)
 
 
 def trials_table(study, space: Sequence[Param]):
@@ -244,16 +244,14 @@ def _write_outputs(study, recipe: Recipe, recipe_source: dict[str, Any], space: 
                    hidden: int, batch: int, tokens: float, trained: int, plot: bool) -> SearchResult:
     table = trials_table(study, space)
     table_path = out / "trials.csv"
-    tmp = table_path.with_name("trials.csv.tmp")
-    table.to_csv(tmp, index=False, float_format="%.10g")
-    tmp.replace(table_path)
+    atomic_write_text(table_path, table.to_csv(index=False, float_format="%.10g"))
     done = table[table["state"] == "COMPLETE"]
     if done.empty:
         raise DelphiError(f"no trial completed (see {out / 'runs'}/*/worker.log); nothing to tune from")
     best = done.loc[done["loss"].idxmin()]
     constants = {"ref_batch": float(batch), "ref_tokens": float(tokens)}
     constants.update({p.constant: float(best[p.constant]) for p in space})
-    preset_path = write_atomic(out / "tuned-recipe.toml", preset_toml(
+    preset_path = atomic_write_text(out / "tuned-recipe.toml", preset_toml(
         recipe_source, constants,
         header=[f"delphi tune search: best of {len(done)} completed trial(s) (trial {int(best['trial'])}, macro "
                 f"validation loss {best['loss']:.4f})",
@@ -267,7 +265,7 @@ def _write_outputs(study, recipe: Recipe, recipe_source: dict[str, Any], space: 
         plot_path = plot_partial_dependence(table, space, int(best["trial"]), out / "partial-dependence.png")
     result = SearchResult(out, int(best["trial"]), float(best["loss"]), constants, len(done), trained, preset_path,
                           table_path, plot_path)
-    write_atomic(out / "search.json", json.dumps(result.to_dict(), indent=2) + "\n")
+    atomic_write_json(out / "search.json", result.to_dict())
     return result
 
 

@@ -10,13 +10,13 @@ tolerance (model-free: measured points only).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from delphi.errors import DelphiError
+from delphi.files import atomic_write_json, atomic_write_text
 
 DEFAULT_TOLERANCE = 0.005
 
@@ -108,8 +108,7 @@ def run_transfer(recipe, recipe_source: dict[str, Any], *, points_list: Sequence
     """Sweep the projection LR at each (width, batch, tokens) (extending a sweep past its edge up
     to `extend` times while its best loss sits there: the true best may be further out, and the
     verdict is relative to it); write transfer.json / .csv / .md / .png."""
-    from delphi.tune.common import (SWEEP_PREFIX, adaptive_sweeps, check_point, completed_loss, lr_grid, prepare, say,
-                                    write_atomic)
+    from delphi.tune.common import SWEEP_PREFIX, adaptive_sweeps, check_point, completed_loss, lr_grid, prepare, say
 
     out = Path(out_dir)
     if len(set(points_list)) != len(points_list):
@@ -132,9 +131,10 @@ def run_transfer(recipe, recipe_source: dict[str, Any], *, points_list: Sequence
     record = {"recipe": recipe_source, "tolerance": tolerance, "points": points, "step": step, "extend": extend,
               "passed": sum(c.ok for c in checks), "total": len(checks),
               "checks": [c.to_dict() for c in checks]}
-    write_atomic(out / "transfer.json", json.dumps(record, indent=2) + "\n")
-    write_atomic(out / "transfer.csv", _csv(checks))
-    write_atomic(out / "transfer.md", format_transfer(record) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "transfer.json", record)
+    atomic_write_text(out / "transfer.csv", _csv(checks))
+    atomic_write_text(out / "transfer.md", format_transfer(record) + "\n")
     if plot:
         from delphi.tune.plots import plot_transfer
 
