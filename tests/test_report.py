@@ -194,13 +194,13 @@ import pytest  # noqa: E402
 from delphi.errors import DelphiError  # noqa: E402
 from delphi.forecast.ledger import Ledger  # noqa: E402
 from delphi.report import build_report  # noqa: E402
-from delphi.report import fmt  # noqa: E402
+from delphi import fmt  # noqa: E402
 from delphi.report.model_card import card_title, model_card  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("isoflop", "allocation", "loss_law", "training")
 FIGURE_INCHES = {"isoflop": (9.0, 4.8), "allocation": (9.6, 4.0), "loss_law": (7.6, 4.8), "training": (10.0, 4.2)}
-REPORT_DPI = 110  # the report style's figure.dpi, which the PNGs are saved at
+REPORT_DPI = 130  # the fit figures style's savefig.dpi (delphi.fit.plots.STYLE), which the PNGs are saved at
 
 
 def figure_pixels(key: str) -> tuple[int, int]:

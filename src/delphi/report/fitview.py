@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from delphi import fmt
 from delphi.errors import DelphiError
 from delphi.fit.flags import flag_text
 from delphi.fit.isoflop import IsoFlopFit
 from delphi.fit.loss_law import LossLaw
+from delphi.fit.plots import Band, law_band
 from delphi.fit.record import FitRecord
-from delphi.report import fmt
 
 PREVIEW_BOOTSTRAP = 1000  # resamples of a preview law's band (fit.json's law brings its own)
 
@@ -65,7 +66,7 @@ class LossLawView:
     band lo(C), hi(C)."""
 
     law: LossLaw
-    band: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
+    band: Band | None = None
     band_level: str = "95%"
     extra: dict = field(default_factory=dict)  # the law's `LossLaw.to_dict()` (n_points, rmse, seed, ...)
 
@@ -117,23 +118,11 @@ def _from_isoflop(iso: IsoFlopFit, view: FitView) -> None:
     view.params_law = None if iso.params_law is None else PowerLaw(iso.params_law.A, iso.params_law.alpha)
 
 
-def _band_of(law: LossLaw) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    def band(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        C = np.asarray(C, dtype=float)
-        lo, hi = law.interval(C)
-        return (np.broadcast_to(np.asarray(lo, dtype=float), C.shape),
-                np.broadcast_to(np.asarray(hi, dtype=float), C.shape))
-
-    return band
-
-
 def _law_view(law: LossLaw, band_from: LossLaw | None = None) -> LossLawView:
     """The law as drawn; its band from `band_from`'s draws (default: the law's own)."""
     src = law if band_from is None else band_from
     extra = {**law.to_dict(), "n_bootstrap": src.to_dict()["n_bootstrap"]}
-    return LossLawView(law=law, extra=extra,
-                       band=_band_of(src) if src.bootstrap_params is not None else None,
-                       band_level=f"{src.confidence:.0%}")
+    return LossLawView(law=law, extra=extra, band=law_band(src), band_level=f"{src.confidence:.0%}")
 
 
 def _no_band_note(law: LossLaw) -> str:

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from delphi import fmt
 from delphi.config import RunSpec
-from delphi.report import fmt
 
 _OPTIMIZERS = {
     "adamh": "AdamH (Adam with Hyperball) on linear weights; Adam on embeddings and norms",

@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from delphi.report import fmt
+from delphi import fmt
 from delphi.report.document import Bullets, Code, Details, Figure, Heading, Note, Para, Table, to_html, to_markdown
 from delphi.report.suite import Suite, ok_mask, read_suite_dir
 

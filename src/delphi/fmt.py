@@ -1,4 +1,4 @@
-"""Number formatting shared by the report, the tables and the model cards (pure Python)."""
+"""Number formatting shared by the report, its tables and model cards, and the fit figures (pure Python)."""
 
 from __future__ import annotations
 
