@@ -17,7 +17,7 @@ import dataclasses
 from pathlib import Path
 
 from delphi.recipe.presets import recipe_from_table
-from delphi.sweep.executors import execute
+from delphi.sweep.executors import ExecutorSettings, execute
 from delphi.sweep.results import collect, write_table
 from delphi.sweep.suite import load_suite
 
@@ -62,7 +62,7 @@ def main() -> None:
                                        name=recipe.run_name(budget, cand.shape, batch))
         name = cand.name + (f"-{args.tag}" if args.tag else "")
         specs.append(suite.run_spec(cand, seed=args.seed, role="grid", name=name))
-    execute(specs, args.out / "runs", workers=args.workers, label="study runs")
+    execute(specs, args.out / "runs", ExecutorSettings(workers=args.workers), label="study runs")
     table = collect(args.out / "runs")
     write_table(table, args.out / "runs.csv")
     cols = [c for c in ("name", "budget", "hidden_size", "num_layers", "batch_size", "train_steps", "tokens", "loss")

@@ -4,7 +4,7 @@ import json
 
 from delphi.config import DataSpec
 from delphi.recipe import get_recipe
-from delphi.sweep.executors import execute, read_summary
+from delphi.sweep.executors import ExecutorSettings, execute, read_summary
 
 DATA = DataSpec(mixture="embedded", tokenizer="embedded-bpe-1k")
 
@@ -21,8 +21,8 @@ def _files(run_dir):
 
 def test_ray_and_local_executors_write_identical_runs(tmp_path):
     specs = _specs()  # Ray is in the test extra
-    local = execute(specs, tmp_path / "local", kind="local", progress=False)
-    ray_out = execute(specs, tmp_path / "ray", kind="ray", progress=False, cpus_per_run=1)
+    local = execute(specs, tmp_path / "local", ExecutorSettings(kind="local"), progress=False)
+    ray_out = execute(specs, tmp_path / "ray", ExecutorSettings(kind="ray", cpus_per_run=1), progress=False)
     import ray
 
     ray.shutdown()
@@ -42,12 +42,12 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     import dataclasses
 
     bad = dataclasses.replace(bad, data=DataSpec(mixture=str(tmp_path / "missing.toml"), tokenizer="embedded-bpe-1k"))
-    out = execute([bad, good], tmp_path / "runs", kind="local", progress=False)
+    out = execute([bad, good], tmp_path / "runs", ExecutorSettings(kind="local"), progress=False)
     assert [o.status for o in out] == ["failed", "completed"]
     s = json.loads((tmp_path / "runs" / bad.name / "summary.json").read_text())
     assert s["status"] == "failed" and s["reason"]
     # re-running skips both (failed runs are re-tried only when asked)
-    again = execute([bad, good], tmp_path / "runs", kind="local", progress=False)
+    again = execute([bad, good], tmp_path / "runs", ExecutorSettings(kind="local"), progress=False)
     assert [o.ran for o in again] == [False, False]
     assert again[0].status == "skipped-failed"
 
@@ -84,10 +84,10 @@ def test_a_worker_killed_mid_run_fails_that_run_only(tmp_path):
 
     t = threading.Thread(target=kill_when_training)
     t.start()
-    out = execute([first, second], runs, kind="local", progress=False)
+    out = execute([first, second], runs, ExecutorSettings(kind="local"), progress=False)
     t.join()
     assert killed, "no serve worker was found to kill"
     assert [o.status for o in out] == ["failed", "completed"]
     assert "exited with code" in read_summary(runs / first.name)["reason"]
-    again = execute([first, second], runs, kind="local", progress=False, retry_failed=True)
+    again = execute([first, second], runs, ExecutorSettings(kind="local"), progress=False, retry_failed=True)
     assert [o.status for o in again] == ["completed", "completed"] and [o.ran for o in again] == [True, False]

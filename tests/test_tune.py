@@ -13,6 +13,7 @@ from delphi.cli import main as cli_main
 from delphi.config import DataSpec
 from delphi.errors import DelphiError
 from delphi.recipe import get_recipe
+from delphi.sweep.executors import ExecutorSettings
 from delphi.tune import (TuneSettings, check_transfer, default_space, fit_horizon_exponent, load_recipe, lr_grid,
                          optimum_lr, search)
 from delphi.tune.common import extend_grids, lr_sweep_specs
@@ -25,7 +26,8 @@ REF = dict(hidden=32, batch=4, tokens=4 * 128 * 24)
 
 def _settings(**kw) -> TuneSettings:
     base = dict(data=DataSpec(mixture="embedded", tokenizer="embedded-bpe-1k"), eval_windows_per_domain=2,
-                precision="fp32", compile="off", workers=2, threads_per_worker=1, progress=False)
+                precision="fp32", compile="off", executor=ExecutorSettings(workers=2, threads_per_worker=1),
+                progress=False)
     base.update(kw)
     return TuneSettings(**base)
 

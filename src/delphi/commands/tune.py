@@ -129,6 +129,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _setup(args):
     from delphi.config import DataSpec
     from delphi.errors import DelphiError
+    from delphi.sweep.executors import ExecutorSettings
     from delphi.tune.common import TuneSettings, check_point, load_recipe
 
     recipe, source = load_recipe(args.recipe)
@@ -143,8 +144,9 @@ def _setup(args):
     settings = TuneSettings(
         data=DataSpec(mixture=args.mixture, tokenizer=args.tokenizer), seed=args.seed,
         eval_windows_per_domain=args.eval_windows, precision=args.precision, compile=args.compile,
-        executor=args.executor, workers=args.workers, threads_per_worker=args.threads,
-        ray_address=args.ray_address, progress=not args.quiet)
+        executor=ExecutorSettings(kind=args.executor, workers=args.workers, threads_per_worker=args.threads,
+                                  address=args.ray_address),
+        progress=not args.quiet)
     return recipe, source, batch, tokens, settings
 
 

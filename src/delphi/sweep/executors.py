@@ -1,6 +1,8 @@
 """Sweep executors: run many RunSpecs, skip finished work, resume interrupted runs.
 
-`execute(specs, runs_dir, settings)` is the one entry point. Each run lives in
+`execute(specs, runs_dir, settings)` is the one entry point; `ExecutorSettings` is how runs are
+executed everywhere (a suite's `[executor]` section, the tune commands' --executor, --workers,
+--threads and --ray-address). Each run lives in
 `runs_dir/<spec.name>/`; its state is read from disk (`summary.json`), so re-running a sweep
 after a crash or a SIGKILL does only the unfinished work:
 
@@ -34,8 +36,38 @@ from delphi.errors import DelphiError
 from delphi.files import atomic_write_json
 from delphi.forecast.ledger import utc_now
 from delphi.train import rundir
+from delphi.validate import Int, Num, Optional, Str, dataclass_problems
 
 FINAL_STATES = ("completed", "diverged")
+EXECUTOR_KINDS = ("local", "ray")
+# The rules of every ExecutorSettings field: the suite reader checks `[executor]` against them
+# (each problem under its key path) and the dataclass checks itself with them.
+EXECUTOR_RULES = {
+    "kind": Str(EXECUTOR_KINDS), "workers": Int(1, 4096),
+    "threads_per_worker": Int(0, 4096, note="0: cores ÷ workers"),
+    "address": Optional(Str(what="a Ray cluster address")), "cpus_per_run": Num(0, lo_open=True),
+    "gpus_per_run": Num(0),
+}
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    """How a sweep's runs are executed, not what they train.
+
+    kind: "local" (long-lived worker processes on this machine) or "ray" (a Ray task per run);
+    workers: local runs in parallel; threads_per_worker: intra-op threads per run (0: the cores
+    shared among the runs that will actually train); address: the Ray cluster (None: start a
+    local Ray instance); cpus_per_run, gpus_per_run: the resources each Ray task declares."""
+
+    kind: str = "local"
+    workers: int = 1
+    threads_per_worker: int = 0
+    address: str | None = None
+    cpus_per_run: float = 1.0
+    gpus_per_run: float = 0.0
+
+    def __post_init__(self):
+        dataclass_problems(self, EXECUTOR_RULES, "executor")
 
 
 @dataclass
@@ -115,10 +147,10 @@ def record_failure(run_dir: Path, spec: RunSpec, reason: str) -> None:
     rundir.write_summary(run_dir, summary)
 
 
-def execute(specs: Sequence[RunSpec], runs_dir: Path, *, kind: str = "local", workers: int = 1,
-            threads_per_worker: int = 0, retry_failed: bool = False, progress: bool = True,
-            ray_address: str | None = None, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0,
-            label: str = "runs") -> list[RunOutcome]:
+def execute(specs: Sequence[RunSpec], runs_dir: Path, settings: ExecutorSettings = ExecutorSettings(), *,
+            retry_failed: bool = False, progress: bool = True, label: str = "runs") -> list[RunOutcome]:
+    """Train every spec that is not finished in `runs_dir/<name>/` as `settings` say; return
+    each spec's outcome, in order (see the module docstring for what is skipped)."""
     runs_dir = Path(runs_dir)
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
@@ -138,15 +170,14 @@ def execute(specs: Sequence[RunSpec], runs_dir: Path, *, kind: str = "local", wo
                                              s.get("reason"), False)
     # Cores are shared among the workers that will actually run: one held-out run on a 2-worker
     # suite gets both cores.
-    threads = threads_per_worker or max(1, (os.cpu_count() or 1) // max(1, min(workers, len(todo))))
+    s = settings
+    threads = s.threads_per_worker or max(1, (os.cpu_count() or 1) // max(1, min(s.workers, len(todo))))
     monitor = SweepMonitor(specs, runs_dir, done={n for n in outcomes}, enabled=progress, label=label)
     with monitor:
-        if kind == "local":
-            results = _run_local(todo, runs_dir, workers, threads, monitor)
-        elif kind == "ray":
-            results = _run_ray(todo, runs_dir, threads, ray_address, cpus_per_run, gpus_per_run, monitor)
-        else:
-            raise DelphiError(f"unknown executor {kind!r}; use local or ray")
+        if s.kind == "local":
+            results = _run_local(todo, runs_dir, s.workers, threads, monitor)
+        else:  # "ray" (ExecutorSettings admits no other kind)
+            results = _run_ray(todo, runs_dir, threads, s.address, s.cpus_per_run, s.gpus_per_run, monitor)
     for spec, (rc, err) in zip(todo, results):
         run_dir = runs_dir / spec.name
         if rc != 0:

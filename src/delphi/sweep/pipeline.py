@@ -44,10 +44,7 @@ def run_suite(suite: SuiteSpec, *, retry_failed: bool = False, progress: bool = 
     d.mkdir(parents=True, exist_ok=True)
     (d / "suite.toml").write_text(suite.source)
     runs_dir = d / "runs"
-    ex = suite.executor
-    run_kw = dict(kind=ex.kind, workers=ex.workers, threads_per_worker=ex.threads_per_worker,
-                  retry_failed=retry_failed, progress=progress, ray_address=ex.address,
-                  cpus_per_run=ex.cpus_per_run, gpus_per_run=ex.gpus_per_run)
+    run_kw = dict(retry_failed=retry_failed, progress=progress)
 
     # Tokenise once here, so parallel workers find the cache instead of racing to build it.
     from delphi.data import prepare_data
@@ -61,7 +58,7 @@ def run_suite(suite: SuiteSpec, *, retry_failed: bool = False, progress: bool = 
     # Each budget's vertex is checked as soon as its runs finish, so an off-centre grid shows
     # while the rest of it trains rather than after it.
     with BudgetWatch(grid, runs_dir, suite.fit_metric, progress):
-        outcomes = execute(grid, runs_dir, label="IsoFLOP grid", **run_kw)
+        outcomes = execute(grid, runs_dir, suite.executor, label="IsoFLOP grid", **run_kw)
     bad = [o for o in outcomes if o.status not in ("completed",)]
     for o in bad:
         _say(progress, f"[yellow]excluded from the fit[/]: {o.name} ({o.status}: {o.reason})")
@@ -77,7 +74,7 @@ def run_suite(suite: SuiteSpec, *, retry_failed: bool = False, progress: bool = 
 
     if heldout:
         specs = register_heldout(suite, d, fit, progress)
-        execute(specs, runs_dir, label="held-out", **run_kw)
+        execute(specs, runs_dir, suite.executor, label="held-out", **run_kw)
         table = collect(runs_dir)
         write_table(table, d / "runs.csv")
 

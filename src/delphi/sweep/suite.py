@@ -32,19 +32,10 @@ from delphi.config import (COMPILE_MODES, DATA_RULES, PRECISIONS, RUN_RULES, TRA
 from delphi.errors import DelphiError
 from delphi.recipe import DELPHI, Candidate, Recipe
 from delphi.recipe.presets import recipe_problems
+from delphi.sweep.executors import EXECUTOR_RULES, ExecutorSettings
 from delphi.validate import MAX_SEED, Int, ListOf, Num, Problems, Rule, Str, key_name, show
 
 PRESET_DIR = Path(__file__).with_name("presets")
-
-
-@dataclass(frozen=True)
-class ExecutorSettings:
-    kind: str = "local"
-    workers: int = 1
-    threads_per_worker: int = 0  # 0: cores // workers
-    address: str | None = None  # ray: cluster address (None: start a local Ray instance)
-    cpus_per_run: float = 1.0
-    gpus_per_run: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -149,10 +140,7 @@ _RULES: dict[str, dict[str, Rule] | None] = {
               "checkpoint_every_minutes": RUN_RULES["checkpoint_every_minutes"]},
     "fit": {"metric": Str(what="a metric name such as \"loss\""), "bootstrap": Int(0, 10**6, note="0: no interval"),
             "seed": Int(0, MAX_SEED), "compute": _ComputeDefinition(), "ceiling": _Ceiling()},
-    "executor": {"kind": Str(("local", "ray")), "workers": Int(1, 4096),
-                 "threads_per_worker": Int(0, 4096, note="0: cores ÷ workers"),
-                 "address": Str(what="a Ray cluster address"), "cpus_per_run": Num(0, lo_open=True),
-                 "gpus_per_run": Num(0)},
+    "executor": EXECUTOR_RULES,
     "tracking": TRACKING_RULES,
 }
 _SECTIONS = {name: (None if rules is None else set(rules)) for name, rules in _RULES.items()}

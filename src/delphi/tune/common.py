@@ -20,6 +20,7 @@ from delphi.config import DataSpec, OptimizerHParams, RunSpec
 from delphi.errors import DelphiError
 from delphi.recipe.presets import recipe_from_table
 from delphi.recipe import Recipe, get_recipe
+from delphi.sweep.executors import ExecutorSettings
 
 
 @dataclass(frozen=True)
@@ -31,17 +32,10 @@ class TuneSettings:
     eval_windows_per_domain: int = 32
     precision: str = "auto"
     compile: str = "auto"
-    executor: str = "local"
-    workers: int = 1
-    threads_per_worker: int = 0
-    ray_address: str | None = None
+    executor: ExecutorSettings = field(default_factory=ExecutorSettings)
     progress: bool = True
 
     def __post_init__(self):
-        if self.executor not in ("local", "ray"):
-            raise DelphiError(f"unknown executor {self.executor!r}; use local or ray")
-        if self.workers < 1:
-            raise DelphiError(f"workers must be at least 1, got {self.workers}")
         if self.eval_windows_per_domain < 1:
             raise DelphiError(f"eval windows per domain must be at least 1, got {self.eval_windows_per_domain}")
 
@@ -209,9 +203,7 @@ def run_specs(specs: Sequence[RunSpec], runs_dir: Path, settings: TuneSettings, 
     """Train `specs` (skipping finished ones) and return their summaries, in order."""
     from delphi.sweep.executors import execute, read_summary
 
-    execute(list(specs), runs_dir, kind=settings.executor, workers=settings.workers,
-            threads_per_worker=settings.threads_per_worker, progress=settings.progress,
-            ray_address=settings.ray_address, label=label)
+    execute(list(specs), runs_dir, settings.executor, progress=settings.progress, label=label)
     out = []
     for spec in specs:
         s = read_summary(Path(runs_dir) / spec.name) or {"status": "failed", "reason": "no summary written"}

@@ -168,7 +168,7 @@ def search(recipe: Recipe, recipe_source: dict[str, Any], *, hidden: int, batch:
     runs_dir = out / "runs"
     prepared = False
     trained = 0
-    parallel = max(1, parallel or settings.workers)
+    parallel = max(1, parallel or settings.executor.workers)
 
     def spec_for(number: int, params: dict[str, float]):
         r = trial_recipe(recipe, constants_of(params, space), batch, tokens)
