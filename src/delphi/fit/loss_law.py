@@ -390,15 +390,7 @@ def fit_loss_law(flops, loss, *, bootstrap: int = 2000, seed: int = 0, confidenc
     """
     C, y = _check(flops, loss)
     if ceiling is not None:
-        ceiling = float(ceiling)
-        if not (math.isfinite(ceiling) and ceiling > 0):
-            raise DelphiError(f"loss law: the ceiling H must be a positive number, got {ceiling!r}")
-        above = np.flatnonzero(y >= ceiling)
-        if above.size:
-            i = int(above[0])
-            raise DelphiError(f"loss law: the optimum at {C[i]:.3g} FLOPs ({y[i]:.4g}) is not below the ceiling "
-                              f"H = {ceiling:.4g}; the ceiling form needs every point under it (is H the unigram "
-                              "loss of the same metric?)")
+        ceiling = _check_ceiling(C, y, ceiling)
         asymptote = False
 
     def fit_rows(logc, y, W):
@@ -426,14 +418,7 @@ def fit_loss_law(flops, loss, *, bootstrap: int = 2000, seed: int = 0, confidenc
 
     if bootstrap < 0:
         raise DelphiError(f"loss law: bootstrap must be >= 0, got {bootstrap}")
-    delta = None
-    if optima_resamples is not None:
-        R = np.asarray(optima_resamples, dtype=float)
-        if R.ndim != 2 or R.shape[1] != len(y) or len(R) == 0:
-            raise DelphiError(f"loss law: optima_resamples must have shape [resamples, {len(y)}], got {R.shape}")
-        if not np.all(np.isfinite(R)):
-            raise DelphiError("loss law: optima_resamples must be finite")
-        delta = R - y[None, :]
+    delta = _vertex_deltas(optima_resamples, y)
     boot = noise = values = None
     notes = []
     min_points = n_params + 1
@@ -443,33 +428,10 @@ def fit_loss_law(flops, loss, *, bootstrap: int = 2000, seed: int = 0, confidenc
     elif bootstrap:
         fitted = (1.0 / (1.0 / ceiling + np.exp(al[0] * logc) / A0[0]) if ceiling is not None
                   else E[0] + A0[0] * np.exp(-al[0] * logc))
-        dof = len(y) - n_params
-        s2 = float(np.sum((y - fitted) ** 2)) / dof
-        if delta is not None:
-            # The residuals already contain the vertex noise that δ adds: keep only the scatter in
-            # excess of it (robust scale of each point's δ, so one-sided resamples do not dominate).
-            mad = np.median(np.abs(delta - np.median(delta, axis=0)), axis=0)
-            s2 = max(s2 - float(np.mean((1.4826 * mad) ** 2)), 0.0)
-        rng = np.random.default_rng(seed)
-        # sigma_b^2 = s^2·dof/chi2_dof: the scatter's own uncertainty, which a plain residual
-        # bootstrap ignores (with 1-2 residual degrees of freedom it is most of the uncertainty).
-        sigma = np.sqrt(s2 * dof / rng.chisquare(dof, size=bootstrap))
-        eta = sigma[:, None] * rng.standard_normal((bootstrap, len(y)))
-        new_eta = sigma * rng.standard_normal(bootstrap)
-        d = np.zeros((bootstrap, len(y))) if delta is None else delta[np.arange(bootstrap) % len(delta)]
-        new_d = d[np.arange(bootstrap), rng.integers(0, len(y), size=bootstrap)]
-        values = fitted[None, :] + d + eta
-        noise = new_d + new_eta
-        scale = max(float(np.abs(y).max()), 1e-300)
-        if float(np.ptp(values, axis=0).max()) <= 1e-9 * scale:  # float round-off of an exact fit is not spread
-            notes.append("no bootstrap intervals: the points lie exactly on the law and their vertices have no "
-                         "spread, so there is nothing to resample (an interval would have zero width)")
-            noise = values = None
+        values, noise, why_none = _resampled_points(y, fitted, n_params, delta, bootstrap, seed, ceiling)
+        if why_none:
+            notes.append(why_none)
         else:
-            ok = np.all(values > 0, axis=1)  # a positive metric: drop the (rare) resample that is not
-            if ceiling is not None:
-                ok &= np.all(values < ceiling, axis=1)
-            values, noise = values[ok], noise[ok]
             boot = to_flops_units(*fit_rows(logc, values, np.ones_like(values))[:3])
     loo = None
     if len(y) > n_params:
@@ -496,6 +458,63 @@ def fit_loss_law(flops, loss, *, bootstrap: int = 2000, seed: int = 0, confidenc
                    bootstrap_params=boot, loo_params=loo, seed=seed, note="; ".join(notes) or None,
                    bootstrap_noise=noise, bootstrap_values=values, vertex_resampling=delta is not None,
                    flags=tuple(flags), ceiling=ceiling)
+
+
+def _check_ceiling(C: np.ndarray, y: np.ndarray, ceiling) -> float:
+    """The ceiling H as a float: positive, finite and above every point."""
+    ceiling = float(ceiling)
+    if not (math.isfinite(ceiling) and ceiling > 0):
+        raise DelphiError(f"loss law: the ceiling H must be a positive number, got {ceiling!r}")
+    above = np.flatnonzero(y >= ceiling)
+    if above.size:
+        i = int(above[0])
+        raise DelphiError(f"loss law: the optimum at {C[i]:.3g} FLOPs ({y[i]:.4g}) is not below the ceiling "
+                          f"H = {ceiling:.4g}; the ceiling form needs every point under it (is H the unigram "
+                          "loss of the same metric?)")
+    return ceiling
+
+
+def _vertex_deltas(optima_resamples, y: np.ndarray) -> np.ndarray | None:
+    """Each resample's shift of each point (resampled optimum − fitted optimum), or None."""
+    if optima_resamples is None:
+        return None
+    R = np.asarray(optima_resamples, dtype=float)
+    if R.ndim != 2 or R.shape[1] != len(y) or len(R) == 0:
+        raise DelphiError(f"loss law: optima_resamples must have shape [resamples, {len(y)}], got {R.shape}")
+    if not np.all(np.isfinite(R)):
+        raise DelphiError("loss law: optima_resamples must be finite")
+    return R - y[None, :]
+
+
+def _resampled_points(y: np.ndarray, fitted: np.ndarray, n_params: int, delta: np.ndarray | None, bootstrap: int,
+                      seed: int, ceiling: float | None):
+    """The bootstrap's resampled points [B, n] and each resample's noise for a new point [B]
+    (see the module docstring), or (None, None, why) when there is nothing to resample."""
+    dof = len(y) - n_params
+    s2 = float(np.sum((y - fitted) ** 2)) / dof
+    if delta is not None:
+        # The residuals already contain the vertex noise that δ adds: keep only the scatter in
+        # excess of it (robust scale of each point's δ, so one-sided resamples do not dominate).
+        mad = np.median(np.abs(delta - np.median(delta, axis=0)), axis=0)
+        s2 = max(s2 - float(np.mean((1.4826 * mad) ** 2)), 0.0)
+    rng = np.random.default_rng(seed)
+    # sigma_b^2 = s^2·dof/chi2_dof: the scatter's own uncertainty, which a plain residual
+    # bootstrap ignores (with 1-2 residual degrees of freedom it is most of the uncertainty).
+    sigma = np.sqrt(s2 * dof / rng.chisquare(dof, size=bootstrap))
+    eta = sigma[:, None] * rng.standard_normal((bootstrap, len(y)))
+    new_eta = sigma * rng.standard_normal(bootstrap)
+    d = np.zeros((bootstrap, len(y))) if delta is None else delta[np.arange(bootstrap) % len(delta)]
+    new_d = d[np.arange(bootstrap), rng.integers(0, len(y), size=bootstrap)]
+    values = fitted[None, :] + d + eta
+    noise = new_d + new_eta
+    scale = max(float(np.abs(y).max()), 1e-300)
+    if float(np.ptp(values, axis=0).max()) <= 1e-9 * scale:  # float round-off of an exact fit is not spread
+        return None, None, ("no bootstrap intervals: the points lie exactly on the law and their vertices have no "
+                            "spread, so there is nothing to resample (an interval would have zero width)")
+    ok = np.all(values > 0, axis=1)  # a positive metric: drop the (rare) resample that is not
+    if ceiling is not None:
+        ok &= np.all(values < ceiling, axis=1)
+    return values[ok], noise[ok], None
 
 
 def rises_flags(flops, values, what: str) -> list[Flag]:

@@ -76,15 +76,9 @@ def card_title(spec: RunSpec, summary: dict | None = None) -> str:
     return title + (f"-seed{spec.seed}" if spec.seed else "")
 
 
-def model_card(spec: RunSpec, summary: dict | None = None, *, suite: str | None = None,
-               role: str | None = None) -> ModelCard:
-    """The card of one trained run. `summary` (summary.json) adds measured numbers when given."""
-    s = summary or {}
-    shape, opt = spec.shape, spec.optimizer
-    params = int(fmt.num(s.get("params")) or shape.num_params)
-    tokens = int(fmt.num(s.get("tokens")) or spec.tokens)
-    flops = fmt.num(s.get("flops")) or spec.flops
-
+def _details(spec: RunSpec, params: int) -> list[tuple[str, str]]:
+    """The model: architecture, sizes, vocabulary, position encoding."""
+    shape = spec.shape
     arch = ["pre-norm decoder", "RMSNorm", "RoPE"]
     if shape.qk_norm:
         arch.append("QK-norm with learned scaling")
@@ -99,7 +93,7 @@ def model_card(spec: RunSpec, summary: dict | None = None, *, suite: str | None 
     tok_text = _TOKENIZERS.get(tok_name, f"tokenizer {tok_name}")
     rope = f"RoPE (θ = {shape.rope_theta:g}"
     rope += ", Llama 3-style scaling)" if shape.rope_scaling else ", no frequency scaling)"
-    details = [
+    return [
         ("Architecture", f"Qwen 3 ({', '.join(arch)})"),
         ("Parameters", f"{params:,}"),
         ("Non-embedding parameters", f"{shape.num_non_embedding_params:,}"),
@@ -117,6 +111,10 @@ def model_card(spec: RunSpec, summary: dict | None = None, *, suite: str | None 
         ("Tied embeddings", "Yes" if shape.tie_embeddings else "No"),
     ]
 
+
+def _training(spec: RunSpec, s: dict, params: int, tokens: int, flops: float) -> list[tuple[str, str]]:
+    """How it was trained: compute, tokens, batch, optimizer and schedule, data, where and how long."""
+    shape, opt = spec.shape, spec.optimizer
     compute = f"{fmt.pretty_flops(flops)} FLOPs (C = 3 · FLOPs/token · tokens)"
     if spec.budget is not None and abs(flops / spec.budget - 1) > 0.005:
         compute += f"; IsoFLOP budget {fmt.pretty_flops(spec.budget)}"
@@ -151,7 +149,18 @@ def model_card(spec: RunSpec, summary: dict | None = None, *, suite: str | None 
         ("Seed", str(spec.seed)),
         ("Precision", str(s.get("precision") or spec.precision)),
     ]
-    # The trainer records processes and threads; a device name only when it writes one.
+    hw = _hardware_and_time(s)
+    if hw is not None:
+        training.append(("Hardware / time", hw))
+    code = s.get("code_version")
+    if code:
+        training.append(("Code version", str(code)))
+    return training
+
+
+def _hardware_and_time(s: dict) -> str | None:
+    """Where the run trained and for how long, from its summary (None when it records neither).
+    The trainer records processes and threads; a device name only when it writes one."""
     where = [str(s[k]) for k in ("hardware", "device") if s.get(k)][:1]
     ws, threads = fmt.num(s.get("world_size")), fmt.num(s.get("threads"))
     if ws is not None:
@@ -159,20 +168,21 @@ def model_card(spec: RunSpec, summary: dict | None = None, *, suite: str | None 
     if threads is not None:
         where.append(f"{int(threads)} thread" + ("s" if threads > 1 else ""))
     wall = fmt.num(s.get("wall_time_s"))
-    if where or wall is not None:
-        hw = ", ".join(where) if where else "hardware not recorded"
-        if wall is not None:
-            hw += f", {fmt.duration(wall)}"
-        tps = fmt.num(s.get("tokens_per_s"))
-        if tps is not None:
-            hw += f" ({tps:,.0f} tokens/s"
-            mfu = fmt.num(s.get("mfu"))
-            hw += f", MFU {mfu:.1%})" if mfu is not None else ")"
-        training.append(("Hardware / time", hw))
-    code = s.get("code_version")
-    if code:
-        training.append(("Code version", str(code)))
+    if not where and wall is None:
+        return None
+    hw = ", ".join(where) if where else "hardware not recorded"
+    if wall is not None:
+        hw += f", {fmt.duration(wall)}"
+    tps = fmt.num(s.get("tokens_per_s"))
+    if tps is not None:
+        hw += f" ({tps:,.0f} tokens/s"
+        mfu = fmt.num(s.get("mfu"))
+        hw += f", MFU {mfu:.1%})" if mfu is not None else ")"
+    return hw
 
+
+def _evaluation(s: dict) -> list[tuple[str, str]]:
+    """The run's status when it did not complete, its validation losses and final train loss."""
     evaluation: list[tuple[str, str]] = []
     status = s.get("status")
     if status and status != "completed":
@@ -192,13 +202,22 @@ def model_card(spec: RunSpec, summary: dict | None = None, *, suite: str | None 
     ftl = fmt.num(s.get("final_train_loss"))
     if ftl is not None:
         evaluation.append(("Final train loss", f"{ftl:.4f}"))
+    return evaluation
 
+
+def model_card(spec: RunSpec, summary: dict | None = None, *, suite: str | None = None,
+               role: str | None = None) -> ModelCard:
+    """The card of one trained run. `summary` (summary.json) adds measured numbers when given."""
+    s = summary or {}
+    params = int(fmt.num(s.get("params")) or spec.shape.num_params)
+    tokens = int(fmt.num(s.get("tokens")) or spec.tokens)
+    flops = fmt.num(s.get("flops")) or spec.flops
     where = f"the **{suite}** scaling suite" if suite else "a Delphi-style scaling suite"
     kind = " It is a held-out run, trained to check a pre-registered loss forecast." if role == "heldout" else ""
     line = (f"A {fmt.short(params)}-parameter base model from {where}, trained at {fmt.pretty_flops(flops)} FLOPs "
             f"on {fmt.short(tokens)} tokens with the {spec.recipe or 'given'} recipe (run `{spec.name}`).{kind}")
-    return ModelCard(title=card_title(spec, s), run=spec.name, summary_line=line, details=details,
-                     training=training, evaluation=evaluation)
+    return ModelCard(title=card_title(spec, s), run=spec.name, summary_line=line, details=_details(spec, params),
+                     training=_training(spec, s, params, tokens, flops), evaluation=_evaluation(s))
 
 
 def write_model_card(card: ModelCard, hf_dir: str | Path) -> Path:

@@ -14,7 +14,7 @@ import numpy as np
 
 from delphi import fmt
 from delphi.fit.plots import (Mark, budget_colors, color_for, draw_allocation_pair, draw_isoflop, draw_loss_law,
-                              figure_style, flag_footnote, metric_label, save_png)
+                              figure_style, flag_footnote, save_png)
 from delphi.report.fitview import Bucket, FitView
 from delphi.report.suite import Suite, ok_mask
 
@@ -291,5 +291,5 @@ def _clip_ylim(ax) -> None:
         ax.set_ylim(lo - 0.03 * (top - lo), top)
 
 
-__all__ = ["allocation_figure", "budget_colors", "isoflop_figure", "loss_law_figure", "metric_label", "save_png",
+__all__ = ["allocation_figure", "budget_colors", "isoflop_figure", "loss_law_figure", "save_png",
            "suite_colors", "training_curves_figure"]

@@ -348,6 +348,82 @@ def _ledger_blocks(suite: Suite) -> list:
 
 # ---- the report ------------------------------------------------------------------------------
 
+ALLOCATION_CAPTION = ("IsoFLOP optima with the power laws fitted through them (solid over the fitted range, dashed "
+                      "beyond it); ★ marks held-out runs, whose size the allocation law chose.")
+TRAINING_CAPTION = ("Left: training loss (exponentially smoothed) against tokens seen, one line per run, coloured by "
+                    "budget; held-out runs dashed. Right: macro validation loss at each evaluation.")
+
+
+def _isoflop_caption(view) -> str:
+    from delphi.fit.plots import metric_label
+
+    return (f"Each budget's runs, {metric_label(view.metric)}, against training tokens; the parabola fitted in "
+            "log10 tokens and its vertex (◆, the compute-optimal point). ⚑ and a hollow ◆ mark a flagged bucket, "
+            "whose vertex lies outside its runs' token range." + (f" Fit source: {view.source}." if view.source else ""))
+
+
+def _loss_law_caption(view) -> str:
+    law = ("1/L*(C) = 1/H + C^α/A (the power law capped by the unigram loss H)"
+           if view.loss_law is not None and view.loss_law.ceiling is not None else "L*(C) = E + A·C^−α")
+    return (law + " fitted to the IsoFLOP optima (◆) with its bootstrap band; grey dots are all grid runs; the red "
+            "bar with whiskers is each registered forecast and its 95% interval, ★ the held-out run's actual loss, "
+            "labelled with its residual.")
+
+
+def _contents(suite: Suite) -> Bullets:
+    """Links to the report's sections (the downstream one only when the suite has a forecast)."""
+    sections = [("headline", "Summary"), ("isoflop", "IsoFLOP curves"), ("allocation", "Compute-optimal allocation"),
+                ("loss-law", "Loss law and held-out forecast"), ("residuals", "Residuals"),
+                ("training", "Training curves"), ("recipe", "Recipe table"), ("cards", "Model cards")]
+    if suite.downstream is not None:
+        sections.append(("downstream", "Downstream forecast"))
+    sections.append(("suite", "Suite specification"))
+    return Bullets([f"[{label}](#{key})" for key, label in sections])
+
+
+def _allocation_laws(view) -> list:
+    """N*(C), D*(C) and their exponent sum, under the allocation figure."""
+    laws = []
+    if view.params_law:
+        laws.append(f"`{view.params_law.text('N*(C)')}`")
+    if view.tokens_law:
+        laws.append(f"`{view.tokens_law.text('D*(C)')}`")
+    if view.params_law and view.tokens_law:
+        laws.append(f"exponent sum a + α = {view.params_law.alpha + view.tokens_law.alpha:.3f} "
+                    "(≈ 1 when C ∝ N·D)")
+    return [Bullets(laws)] if laws else []
+
+
+def _loss_law_facts(suite: Suite, view) -> list:
+    """The loss law's equation, points and bootstrap, its own warnings (an ill-determined law is
+    flagged next to it), and what C means when the fit used another compute definition."""
+    blocks: list = []
+    if view.loss_law is not None:
+        ll = view.loss_law
+        items = [f"`{ll.text()}`"]
+        extra = ll.extra or {}
+        if fmt.num(extra.get("n_points")) is not None:
+            items.append(f"fitted on {int(extra['n_points'])} IsoFLOP optima"
+                         + (f"; RMSE {fmt.general(extra['rmse'], 3)}" if fmt.num(extra.get("rmse")) is not None else ""))
+        if fmt.num(extra.get("n_bootstrap")):
+            items.append(f"bootstrap: {int(extra['n_bootstrap'])} resamples, seed {extra.get('seed', '–')}, "
+                         f"{fmt.num(extra.get('confidence')) or 0.95:.0%} percentile intervals")
+        blocks.append(Bullets(items))
+        if extra.get("converged") is False:
+            blocks.append(Note(f"the loss-law fit did not converge ({extra.get('status', 'no status')}): α sits at "
+                               "the edge of its search range, so the law may be poorly determined", "warn"))
+        if extra.get("E_at_upper_bound"):
+            blocks.append(Note("the fitted asymptote E reached its upper bound (the smallest optimum's loss): the law "
+                               "is flat at the data and its extrapolation is poorly identified", "warn"))
+    compute = (suite.fit or {}).get("compute") if isinstance(suite.fit, dict) else None
+    if compute and compute != "total":
+        from delphi.fit.compute import DESCRIPTION
+
+        blocks.append(Para(f"C on this law's axis is `{compute}` compute ({DESCRIPTION.get(compute, compute)}), "
+                           "at each budget's optimal shape; budgets and extrapolation factors stay in total FLOPs."))
+    return blocks
+
+
 def build_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
     """Write report.html, report.md and figures/*.png (into `out_dir`, default the suite directory)
     and a model card README.md into every exported model directory. Returns the written paths:
@@ -379,76 +455,26 @@ def build_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> di
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     title = f"Delphi suite report — {suite.name}"
     blocks: list = [Heading(title, 1), Para(f"Suite directory `{suite.path}` · generated {now} by `delphi report`")]
-    sections = [("headline", "Summary"), ("isoflop", "IsoFLOP curves"), ("allocation", "Compute-optimal allocation"),
-                ("loss-law", "Loss law and held-out forecast"), ("residuals", "Residuals"),
-                ("training", "Training curves"), ("recipe", "Recipe table"), ("cards", "Model cards")]
-    if suite.downstream is not None:
-        sections.append(("downstream", "Downstream forecast"))
-    sections.append(("suite", "Suite specification"))
-    blocks.append(Bullets([f"[{label}](#{key})" for key, label in sections]))
-
+    blocks.append(_contents(suite))
     blocks += [Heading("Summary", 2, "headline")] + _headline(suite, view) + _health_blocks(suite) \
         + _missing_notes(suite, view)
 
     # (1) IsoFLOP
     blocks.append(Heading("IsoFLOP curves", 2, "isoflop"))
-    blocks += figure("isoflop", plots.isoflop_figure(suite, view, colors), "IsoFLOP curves",
-                     f"Each budget's runs, {plots.metric_label(view.metric)}, against training tokens; the parabola "
-                     "fitted in log10 tokens and its vertex (◆, the compute-optimal point). ⚑ and a hollow ◆ mark a flagged "
-                     "bucket, whose vertex lies outside its runs' token range."
-                     + (f" Fit source: {view.source}." if view.source else ""))
+    blocks += figure("isoflop", plots.isoflop_figure(suite, view, colors), "IsoFLOP curves", _isoflop_caption(view))
     if view.buckets:
         blocks.append(_bucket_table(view))
 
     # (2) allocation
     blocks.append(Heading("Compute-optimal allocation", 2, "allocation"))
     blocks += figure("allocation", plots.allocation_figure(suite, view, colors), "Compute-optimal N*(C) and D*(C)",
-                     "IsoFLOP optima with the power laws fitted through them (solid over the fitted range, dashed "
-                     "beyond it); ★ marks held-out runs, whose size the allocation law chose.")
-    laws = []
-    if view.params_law:
-        laws.append(f"`{view.params_law.text('N*(C)')}`")
-    if view.tokens_law:
-        laws.append(f"`{view.tokens_law.text('D*(C)')}`")
-    if view.params_law and view.tokens_law:
-        laws.append(f"exponent sum a + α = {view.params_law.alpha + view.tokens_law.alpha:.3f} "
-                    "(≈ 1 when C ∝ N·D)")
-    if laws:
-        blocks.append(Bullets(laws))
+                     ALLOCATION_CAPTION)
+    blocks += _allocation_laws(view)
 
     # (3) loss law
     blocks.append(Heading("Loss law and held-out forecast", 2, "loss-law"))
-    blocks += figure("loss_law", plots.loss_law_figure(suite, view, colors), "Loss law",
-                     ("1/L*(C) = 1/H + C^α/A (the power law capped by the unigram loss H)" if view.loss_law is not None
-                      and view.loss_law.ceiling is not None else "L*(C) = E + A·C^−α")
-                     + " fitted to the IsoFLOP optima (◆) with its bootstrap band; grey dots are all "
-                     "grid runs; the red bar with whiskers is each registered forecast and its 95% interval, ★ the "
-                     "held-out run's actual loss, labelled with its residual.")
-    if view.loss_law is not None:
-        ll = view.loss_law
-        items = [f"`{ll.text()}`"]
-        extra = ll.extra or {}
-        if fmt.num(extra.get("n_points")) is not None:
-            items.append(f"fitted on {int(extra['n_points'])} IsoFLOP optima"
-                         + (f"; RMSE {fmt.general(extra['rmse'], 3)}" if fmt.num(extra.get("rmse")) is not None else ""))
-        if fmt.num(extra.get("n_bootstrap")):
-            items.append(f"bootstrap: {int(extra['n_bootstrap'])} resamples, seed {extra.get('seed', '–')}, "
-                         f"{fmt.num(extra.get('confidence')) or 0.95:.0%} percentile intervals")
-        blocks.append(Bullets(items))
-        # The fit's own warnings about an ill-determined law belong next to the law.
-        if extra.get("converged") is False:
-            blocks.append(Note(f"the loss-law fit did not converge ({extra.get('status', 'no status')}): α sits at "
-                               "the edge of its search range, so the law may be poorly determined", "warn"))
-        if extra.get("E_at_upper_bound"):
-            blocks.append(Note("the fitted asymptote E reached its upper bound (the smallest optimum's loss): the law "
-                               "is flat at the data and its extrapolation is poorly identified", "warn"))
-    compute = (suite.fit or {}).get("compute") if isinstance(suite.fit, dict) else None
-    if compute and compute != "total":
-        from delphi.fit.compute import DESCRIPTION
-
-        blocks.append(Para(f"C on this law's axis is `{compute}` compute ({DESCRIPTION.get(compute, compute)}), "
-                           "at each budget's optimal shape; budgets and extrapolation factors stay in total FLOPs."))
-    blocks += _health_blocks(suite, table=True)
+    blocks += figure("loss_law", plots.loss_law_figure(suite, view, colors), "Loss law", _loss_law_caption(view))
+    blocks += _loss_law_facts(suite, view) + _health_blocks(suite, table=True)
 
     # (4) residuals
     blocks.append(Heading("Residuals", 2, "residuals"))
@@ -456,9 +482,7 @@ def build_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> di
 
     # (5) training curves
     blocks.append(Heading("Training curves", 2, "training"))
-    blocks += figure("training", plots.training_curves_figure(suite, colors), "Training curves",
-                     "Left: training loss (exponentially smoothed) against tokens seen, one line per run, coloured by "
-                     "budget; held-out runs dashed. Right: macro validation loss at each evaluation.")
+    blocks += figure("training", plots.training_curves_figure(suite, colors), "Training curves", TRAINING_CAPTION)
 
     # (6) recipe table
     blocks += [Heading("Recipe table", 2, "recipe"), _recipe_table(suite)]
@@ -468,8 +492,7 @@ def build_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> di
     blocks.append(Para("One card per trained model, in the form of Delphi's released cards on Hugging Face."))
     card_blocks, cards = _cards(suite)
     blocks += card_blocks
-    for name, p in cards.items():
-        written[f"card:{name}"] = p
+    written.update({f"card:{name}": p for name, p in cards.items()})
 
     # downstream (optional)
     ds_blocks, ds_png = _downstream(suite, figdir, rel)
@@ -479,10 +502,8 @@ def build_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> di
 
     # suite spec + ledger
     blocks.append(Heading("Suite specification", 2, "suite"))
-    if suite.spec_text:
-        blocks.append(Details("suite.toml (resolved)", [Code(suite.spec_text, "toml")], level=3))
-    else:
-        blocks.append(Note("suite.toml is missing", "warn"))
+    blocks.append(Details("suite.toml (resolved)", [Code(suite.spec_text, "toml")], level=3) if suite.spec_text
+                  else Note("suite.toml is missing", "warn"))
     blocks += _ledger_blocks(suite)
 
     html_path, md_path = out / "report.html", out / "report.md"

@@ -119,9 +119,8 @@ def _table_from_summaries(runs: dict[str, RunData]):
 
 
 def read_suite_dir(suite_dir: str | Path) -> Suite:
-    """Load a suite directory. Raises DelphiError only when it is not a suite directory at all."""
-    import pandas as pd
-
+    """Load a suite directory. Raises DelphiError only when it is not a suite directory at all:
+    a missing or unreadable part is left out with a note, and the report shows what exists."""
     path = Path(suite_dir)
     if not path.is_dir():
         raise DelphiError(f"suite directory {str(path)!r} does not exist (give the directory `delphi run` wrote)")
@@ -129,7 +128,34 @@ def read_suite_dir(suite_dir: str | Path) -> Suite:
     if not any((path / m).exists() for m in markers):
         raise DelphiError(f"{str(path)!r} is not a suite directory: it has none of {', '.join(markers)}")
     notes: list[str] = []
+    spec, spec_text, name = _read_spec(path, notes)
+    runs = _read_runs(path / "runs", notes)
+    table = _read_table(path / "runs.csv", runs, notes)
 
+    fit = None
+    if (path / "fit.json").is_file():
+        fit = _read_json(path / "fit.json", "fit", notes)
+        if fit is not None and not isinstance(fit, dict):
+            notes.append("fit.json is not a JSON object; it was ignored")
+            fit = None
+    else:
+        notes.append("fit.json is missing: the IsoFLOP fit has not run yet; fit curves are computed from runs.csv "
+                     "where possible")
+
+    ledger = _read_jsonl(path / "ledger.jsonl", "ledger", notes) if (path / "ledger.jsonl").is_file() else []
+    if not ledger:
+        notes.append("no ledger entries: no forecast has been registered yet")
+    check = _read_check(path / "check.json", notes)
+    downstream = None
+    if (path / "downstream.json").is_file():
+        downstream = _read_json(path / "downstream.json", "downstream forecast", notes)
+
+    return Suite(path=path, name=name, spec=spec, spec_text=spec_text, table=table, fit=fit, ledger=ledger,
+                 check=check, downstream=downstream, runs=runs, notes=notes)
+
+
+def _read_spec(path: Path, notes: list[str]) -> tuple[dict | None, str | None, str]:
+    """suite.toml parsed and as text, and the suite's name (its [suite] name, else the directory's)."""
     spec, spec_text = None, None
     if (path / "suite.toml").is_file():
         spec_text = (path / "suite.toml").read_text(errors="replace")
@@ -143,32 +169,40 @@ def read_suite_dir(suite_dir: str | Path) -> Suite:
     section = spec.get("suite") if isinstance(spec, dict) else None
     if isinstance(section, dict) and section.get("name"):
         name = str(section["name"])
+    return spec, spec_text, name
 
-    # Runs: every directory under runs/ (finished or not).
+
+def _read_runs(runs_dir: Path, notes: list[str]) -> dict[str, RunData]:
+    """Every directory under runs/ (finished or not) with what it holds."""
     runs: dict[str, RunData] = {}
-    runs_dir = path / "runs"
-    if runs_dir.is_dir():
-        for d in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
-            r = RunData(name=d.name, path=d)
-            if (d / "run.json").is_file():
-                r.spec_dict = _read_json(d / "run.json", f"run {d.name}: run.json", notes)
-                if isinstance(r.spec_dict, dict):
-                    from delphi.config import RunSpec
+    if not runs_dir.is_dir():
+        return runs
+    for d in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+        r = RunData(name=d.name, path=d)
+        if (d / "run.json").is_file():
+            r.spec_dict = _read_json(d / "run.json", f"run {d.name}: run.json", notes)
+            if isinstance(r.spec_dict, dict):
+                from delphi.config import RunSpec
 
-                    try:
-                        r.spec = RunSpec.from_dict(r.spec_dict)
-                    except DelphiError as e:
-                        notes.append(f"run {d.name}: run.json does not describe a RunSpec ({e})")
-            if (d / "summary.json").is_file():
-                s = _read_json(d / "summary.json", f"run {d.name}: summary.json", notes)
-                r.summary = s if isinstance(s, dict) else None
-            if (d / "metrics.jsonl").is_file():
-                r.metrics = _read_jsonl(d / "metrics.jsonl", f"run {d.name}: metrics", notes)
-            runs[d.name] = r
+                try:
+                    r.spec = RunSpec.from_dict(r.spec_dict)
+                except DelphiError as e:
+                    notes.append(f"run {d.name}: run.json does not describe a RunSpec ({e})")
+        if (d / "summary.json").is_file():
+            s = _read_json(d / "summary.json", f"run {d.name}: summary.json", notes)
+            r.summary = s if isinstance(s, dict) else None
+        if (d / "metrics.jsonl").is_file():
+            r.metrics = _read_jsonl(d / "metrics.jsonl", f"run {d.name}: metrics", notes)
+        runs[d.name] = r
+    return runs
 
-    # Runs table.
+
+def _read_table(csv: Path, runs: dict[str, RunData], notes: list[str]):
+    """runs.csv (rebuilt from the runs' summaries when it is missing), with a name and a role for
+    every row and numeric columns as numbers."""
+    import pandas as pd
+
     table = None
-    csv = path / "runs.csv"
     if csv.is_file():
         try:
             table = pd.read_csv(csv)
@@ -190,24 +224,14 @@ def read_suite_dir(suite_dir: str | Path) -> Suite:
         for col in ("budget", "flops", "params", "tokens", "loss"):
             if col in table:
                 table[col] = pd.to_numeric(table[col], errors="coerce")
+    return table
 
-    fit = None
-    if (path / "fit.json").is_file():
-        fit = _read_json(path / "fit.json", "fit", notes)
-        if fit is not None and not isinstance(fit, dict):
-            notes.append("fit.json is not a JSON object; it was ignored")
-            fit = None
-    else:
-        notes.append("fit.json is missing: the IsoFLOP fit has not run yet; fit curves are computed from runs.csv "
-                     "where possible")
 
-    ledger = _read_jsonl(path / "ledger.jsonl", "ledger", notes) if (path / "ledger.jsonl").is_file() else []
-    if not ledger:
-        notes.append("no ledger entries: no forecast has been registered yet")
-
+def _read_check(path: Path, notes: list[str]):
+    """check.json as a CheckResult, or None (with a note) when it is missing or not one."""
     check = None
-    if (path / "check.json").is_file():
-        raw = _read_json(path / "check.json", "check", notes)
+    if path.is_file():
+        raw = _read_json(path, "check", notes)
         if raw is not None:
             from delphi.forecast.check import CheckResult
 
@@ -218,13 +242,7 @@ def read_suite_dir(suite_dir: str | Path) -> Suite:
     if check is None:
         notes.append("check.json is missing: no held-out run has been scored against its forecast yet "
                      "(run `delphi check SUITE_DIR`)")
-
-    downstream = None
-    if (path / "downstream.json").is_file():
-        downstream = _read_json(path / "downstream.json", "downstream forecast", notes)
-
-    return Suite(path=path, name=name, spec=spec, spec_text=spec_text, table=table, fit=fit, ledger=ledger,
-                 check=check, downstream=downstream, runs=runs, notes=notes)
+    return check
 
 
 __all__ = ["RunData", "Suite", "read_suite_dir", "ok_mask"]
