@@ -519,3 +519,43 @@ def test_report_command_imports_nothing_heavy():
             "print(sorted(m for m in ('matplotlib', 'pandas', 'torch', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_unchanged_suite_redraws_no_figure_and_a_change_redraws(tmp_path, monkeypatch):
+    """A second report of the same suite reuses the PNGs (no figure function is called, the pages
+    embed the same bytes); new input (a run's metrics) or a PNG edited on disk redraws."""
+    import shutil
+
+    from delphi.report import plots
+
+    root = tmp_path / "suite"
+    make_suite(root, check=False)
+    build_report(root)
+    first = {k: (root / "figures" / f"{k}.png").read_bytes() for k in FIGURES}
+    first_html = (root / "report.html").read_text()
+    drawn: list[str] = []
+    for name in ("isoflop_figure", "allocation_figure", "loss_law_figure", "training_curves_figure"):
+        real = getattr(plots, name)
+        monkeypatch.setattr(plots, name, lambda *a, _real=real, _n=name, **k: (drawn.append(_n), _real(*a, **k))[1])
+    build_report(root)
+    assert drawn == []
+    assert {k: (root / "figures" / f"{k}.png").read_bytes() for k in FIGURES} == first
+    strip = lambda h: re.sub(r"generated [^<]* by", "", h)  # noqa: E731 - the page's timestamp
+    assert strip((root / "report.html").read_text()) == strip(first_html)
+
+    (root / "figures" / "allocation.png").write_bytes(b"not the drawn figure")
+    build_report(root)
+    assert drawn == ["allocation_figure"]
+    assert (root / "figures" / "allocation.png").read_bytes() == first["allocation"]
+
+    drawn.clear()
+    run = next(p for p in sorted((root / "runs").iterdir()) if (p / "metrics.jsonl").is_file())
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"kind": "train", "step": 10**6, "loss": 1.0}) + "\n")
+    build_report(root)
+    assert sorted(drawn) == ["allocation_figure", "isoflop_figure", "loss_law_figure", "training_curves_figure"]
+    # A copy of the suite directory (another path) still hits: the key is the content, not the place.
+    drawn.clear()
+    shutil.copytree(root, tmp_path / "copy")
+    build_report(tmp_path / "copy")
+    assert drawn == []

@@ -424,6 +424,79 @@ def _loss_law_facts(suite: Suite, view) -> list:
     return blocks
 
 
+# What the report's figures are drawn from: a suite directory's records and each run's records. A
+# figure is redrawn only when one of them (or the code that draws it) changed since it was drawn.
+FIGURE_INPUTS = ("suite.toml", "runs.csv", "fit.json", "check.json", "ledger.jsonl")
+RUN_FIGURE_INPUTS = ("run.json", "summary.json", "metrics.jsonl")
+FIGURE_CACHE = "figures.json"  # in the figures directory: {"inputs": key, "figures": {name: sha256 of the PNG}}
+
+
+def figure_inputs_key(suite_dir: Path) -> str:
+    """SHA-256 over the files the figures are drawn from and the source of the modules that draw them."""
+    import hashlib
+
+    from delphi.fit import plots as fit_plots
+    from delphi.report import plots as report_plots
+
+    h = hashlib.sha256()
+    paths = [Path(fit_plots.__file__), Path(report_plots.__file__), Path(__file__)]
+    paths += [suite_dir / n for n in FIGURE_INPUTS]
+    runs = suite_dir / "runs"
+    if runs.is_dir():
+        paths += [d / n for d in sorted(p for p in runs.iterdir() if p.is_dir()) for n in RUN_FIGURE_INPUTS]
+    for p in paths:
+        h.update(str(p.relative_to(suite_dir) if p.is_relative_to(suite_dir) else p.name).encode() + b"\0")
+        h.update(p.read_bytes() if p.is_file() else b"(missing)")
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+class FigureCache:
+    """The PNGs a previous report drew from the same inputs (`figure_inputs_key`), checked by
+    their SHA-256: a report of an unchanged suite redraws nothing and does not import matplotlib.
+    An empty entry records a figure that had no data."""
+
+    def __init__(self, figdir: Path, key: str):
+        import json
+
+        self.figdir, self.key, self.figures = figdir, key, {}
+        self._old: dict[str, str] = {}
+        try:
+            d = json.loads((figdir / FIGURE_CACHE).read_text())
+            if d.get("inputs") == key and isinstance(d.get("figures"), dict):
+                self._old = d["figures"]
+        except (OSError, ValueError):
+            pass
+
+    def get(self, name: str) -> bytes | None:
+        import hashlib
+
+        digest = self._old.get(name)
+        if digest is None:
+            return None
+        if digest == "":
+            png = b""
+        else:
+            try:
+                png = (self.figdir / f"{name}.png").read_bytes()
+            except OSError:
+                return None
+            if hashlib.sha256(png).hexdigest() != digest:
+                return None
+        self.figures[name] = digest
+        return png
+
+    def put(self, name: str, png: bytes) -> None:
+        import hashlib
+
+        self.figures[name] = hashlib.sha256(png).hexdigest() if png else ""
+
+    def save(self) -> None:
+        from delphi.files import atomic_write_json
+
+        atomic_write_json(self.figdir / FIGURE_CACHE, {"inputs": self.key, "figures": self.figures})
+
+
 def build_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
     """Write report.html, report.md and figures/*.png (into `out_dir`, default the suite directory)
     and a model card README.md into every exported model directory. Returns the written paths:
@@ -441,14 +514,24 @@ def build_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> di
     t = suite.table
     ok_grid = t[(t["role"] != "heldout").to_numpy() & ok_mask(t)] if t is not None and not t.empty else t
     view = build_fit_view(suite.fit, t, ok_table=ok_grid)
-    colors = plots.suite_colors(suite, view)
     written: dict[str, Path] = {}
+    cache = FigureCache(figdir, figure_inputs_key(suite.path))
+    colors_memo: list[dict] = []
 
-    def figure(key: str, fig, title: str, caption: str) -> list:
-        if fig is None:
-            return [Note(f"{title}: no data for this figure yet", "warn")]
+    def colors() -> dict:  # matplotlib is imported only when a figure is drawn
+        if not colors_memo:
+            colors_memo.append(plots.suite_colors(suite, view))
+        return colors_memo[0]
+
+    def figure(key: str, draw, title: str, caption: str) -> list:
         path = figdir / f"{key}.png"
-        png = plots.save_png(fig, path)
+        png = cache.get(key)
+        if png is None:
+            fig = draw()
+            png = plots.save_png(fig, path) if fig is not None else b""
+            cache.put(key, png)
+        if not png:
+            return [Note(f"{title}: no data for this figure yet", "warn")]
         written[f"figure:{key}"] = path
         return [Figure(key, title, png, f"{rel}/{key}.png", caption)]
 
@@ -461,19 +544,19 @@ def build_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> di
 
     # (1) IsoFLOP
     blocks.append(Heading("IsoFLOP curves", 2, "isoflop"))
-    blocks += figure("isoflop", plots.isoflop_figure(suite, view, colors), "IsoFLOP curves", _isoflop_caption(view))
+    blocks += figure("isoflop", lambda: plots.isoflop_figure(suite, view, colors()), "IsoFLOP curves", _isoflop_caption(view))
     if view.buckets:
         blocks.append(_bucket_table(view))
 
     # (2) allocation
     blocks.append(Heading("Compute-optimal allocation", 2, "allocation"))
-    blocks += figure("allocation", plots.allocation_figure(suite, view, colors), "Compute-optimal N*(C) and D*(C)",
+    blocks += figure("allocation", lambda: plots.allocation_figure(suite, view, colors()), "Compute-optimal N*(C) and D*(C)",
                      ALLOCATION_CAPTION)
     blocks += _allocation_laws(view)
 
     # (3) loss law
     blocks.append(Heading("Loss law and held-out forecast", 2, "loss-law"))
-    blocks += figure("loss_law", plots.loss_law_figure(suite, view, colors), "Loss law", _loss_law_caption(view))
+    blocks += figure("loss_law", lambda: plots.loss_law_figure(suite, view, colors()), "Loss law", _loss_law_caption(view))
     blocks += _loss_law_facts(suite, view) + _health_blocks(suite, table=True)
 
     # (4) residuals
@@ -482,7 +565,7 @@ def build_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> di
 
     # (5) training curves
     blocks.append(Heading("Training curves", 2, "training"))
-    blocks += figure("training", plots.training_curves_figure(suite, colors), "Training curves", TRAINING_CAPTION)
+    blocks += figure("training", lambda: plots.training_curves_figure(suite, colors()), "Training curves", TRAINING_CAPTION)
 
     # (6) recipe table
     blocks += [Heading("Recipe table", 2, "recipe"), _recipe_table(suite)]
@@ -506,6 +589,7 @@ def build_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> di
                   else Note("suite.toml is missing", "warn"))
     blocks += _ledger_blocks(suite)
 
+    cache.save()
     html_path, md_path = out / "report.html", out / "report.md"
     html_path.write_text(to_html(title, blocks))
     md_path.write_text(to_markdown(blocks))
