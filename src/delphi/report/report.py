@@ -497,6 +497,39 @@ class FigureCache:
         atomic_write_json(self.figdir / FIGURE_CACHE, {"inputs": self.key, "figures": self.figures})
 
 
+class ReportFigures:
+    """The report's figures: each drawn (or reused from `FigureCache`) into `figdir` and returned
+    as the blocks that show it; `written` collects the paths."""
+
+    def __init__(self, suite: Suite, view, figdir: Path, rel: str, written: dict[str, Path]):
+        self.suite, self.view, self.figdir, self.rel, self.written = suite, view, figdir, rel, written
+        self.cache = FigureCache(figdir, figure_inputs_key(suite.path))
+        self._colors: dict | None = None
+
+    def colors(self) -> dict:
+        """One colour per budget; matplotlib is imported only when a figure is drawn."""
+        if self._colors is None:
+            from delphi.report import plots
+
+            self._colors = plots.suite_colors(self.suite, self.view)
+        return self._colors
+
+    def block(self, key: str, draw, title: str, caption: str) -> list:
+        """The figure `key` (drawn by `draw()` unless the cache has it) as report blocks."""
+        path = self.figdir / f"{key}.png"
+        png = self.cache.get(key)
+        if png is None:
+            from delphi.report import plots
+
+            fig = draw()
+            png = plots.save_png(fig, path) if fig is not None else b""
+            self.cache.put(key, png)
+        if not png:
+            return [Note(f"{title}: no data for this figure yet", "warn")]
+        self.written[f"figure:{key}"] = path
+        return [Figure(key, title, png, f"{self.rel}/{key}.png", caption)]
+
+
 def build_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
     """Write report.html, report.md and figures/*.png (into `out_dir`, default the suite directory)
     and a model card README.md into every exported model directory. Returns the written paths:
@@ -515,25 +548,8 @@ def build_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> di
     ok_grid = t[(t["role"] != "heldout").to_numpy() & ok_mask(t)] if t is not None and not t.empty else t
     view = build_fit_view(suite.fit, t, ok_table=ok_grid)
     written: dict[str, Path] = {}
-    cache = FigureCache(figdir, figure_inputs_key(suite.path))
-    colors_memo: list[dict] = []
-
-    def colors() -> dict:  # matplotlib is imported only when a figure is drawn
-        if not colors_memo:
-            colors_memo.append(plots.suite_colors(suite, view))
-        return colors_memo[0]
-
-    def figure(key: str, draw, title: str, caption: str) -> list:
-        path = figdir / f"{key}.png"
-        png = cache.get(key)
-        if png is None:
-            fig = draw()
-            png = plots.save_png(fig, path) if fig is not None else b""
-            cache.put(key, png)
-        if not png:
-            return [Note(f"{title}: no data for this figure yet", "warn")]
-        written[f"figure:{key}"] = path
-        return [Figure(key, title, png, f"{rel}/{key}.png", caption)]
+    figures = ReportFigures(suite, view, figdir, rel, written)
+    figure, colors = figures.block, figures.colors
 
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     title = f"Delphi suite report — {suite.name}"
@@ -589,7 +605,7 @@ def build_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> di
                   else Note("suite.toml is missing", "warn"))
     blocks += _ledger_blocks(suite)
 
-    cache.save()
+    figures.cache.save()
     html_path, md_path = out / "report.html", out / "report.md"
     html_path.write_text(to_html(title, blocks))
     md_path.write_text(to_markdown(blocks))
