@@ -296,3 +296,49 @@ def test_runs_table_rows_have_one_definition(tmp_path):
     for k, v in row.items():
         for got in (collected[k], rebuilt[k]):
             assert got == v or (v is None and pd.isna(got)), k
+
+
+SUITE_V1 = DATA / "suite-v1"
+V1_HELDOUT = "isoflop-1e+13-d80-L1-B62-cpu-heldout-s0"
+V1_GRID_RUN = "isoflop-1e+12-d48-L1-B13-cpu"
+
+
+def test_a_suite_directory_written_before_schema_versions_verifies_checks_and_reports(tmp_path):
+    from delphi.forecast.check import check_suite
+    from delphi.forecast.ledger import Ledger
+    from delphi.report import build_report
+    from delphi.report.suite import read_suite_dir
+
+    root = tmp_path / "tiny"
+    shutil.copytree(SUITE_V1, root)
+    assert Ledger(root / "ledger.jsonl").verify().ok
+    recorded = json.loads((root / "check.json").read_text())["results"][0]
+    result = check_suite(root)  # today's check of the old ledger and the old held-out summary
+    (row,) = result["results"]
+    assert (row["run"], row["status"], row["inside"]) == (V1_HELDOUT, "scored", True)
+    assert row["forecast"] == pytest.approx(recorded["forecast"], rel=1e-12)
+    assert row["residual_pct"] == pytest.approx(recorded["residual_pct"], rel=1e-9)
+    suite = read_suite_dir(root)
+    assert suite.name == "tiny" and set(suite.runs) == {V1_HELDOUT, V1_GRID_RUN}
+    paths = build_report(root)
+    assert {"figure:isoflop", "figure:allocation", "figure:loss_law"} <= set(paths)
+    md = (root / "report.md").read_text()
+    assert "3.1176" in md and "3.1198" in md  # the registered forecast and the held-out actual
+
+
+def test_a_run_written_before_schema_versions_loads_and_trains(tmp_path, one_thread):
+    from delphi.cli import main
+    from delphi.config import RunSpec
+    from delphi.sweep.results import collect
+
+    old = SUITE_V1 / "runs" / V1_GRID_RUN
+    spec = RunSpec.from_dict(json.loads((old / "run.json").read_text()))
+    assert (spec.name, spec.shape.hidden_size, spec.batch_size) == (V1_GRID_RUN, 48, 13)
+    table = collect(SUITE_V1 / "runs")  # old summaries make today's runs-table rows
+    row = table.set_index("name").loc[V1_GRID_RUN]
+    assert row["loss"] == pytest.approx(json.loads((old / "summary.json").read_text())["loss"], rel=1e-12)
+    assert row["hidden_size"] == 48 and row["role"] == "grid"
+    out = tmp_path / "retrain"
+    assert main(["train", str(old / "run.json"), "--out", str(out), "--steps", "3", "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["name"] == V1_GRID_RUN and math.isfinite(summary["loss"])
