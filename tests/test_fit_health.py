@@ -15,15 +15,17 @@ E, A, B, AL, BE = 1.7, 400.0, 1500.0, 0.34, 0.36
 G = (AL * A / (BE * B)) ** (1 / (AL + BE))
 
 
-def grid(ms, budgets=(1e17, 3e17, 1e18, 3e18, 1e19), noise=0.002, seed=0, bump=None):
-    """Chinchilla-like runs at `ms` × the optimal size of each budget (hidden size ∝ sqrt(N))."""
+def grid(ms, budgets=(1e17, 3e17, 1e18, 3e18, 1e19), noise=0.002, seed=0, bump=None, shift=None):
+    """Chinchilla-like runs at `ms` × the optimal size of each budget (hidden size ∝ sqrt(N)).
+    shift {C: k}: that budget's optimum lies at k× the size (same optimal loss)."""
     rng = np.random.default_rng(seed)
     rows = []
     for C in budgets:
         for m in ms:
             N = G * (C / 6) ** (BE / (AL + BE)) * m
             D = C / (6 * N)
-            loss = E + A / N ** AL + B / D ** BE + rng.normal(0, noise) + (bump or {}).get(C, 0.0)
+            k = (shift or {}).get(C, 1.0)
+            loss = E + A / (N / k) ** AL + B / (D * k) ** BE + rng.normal(0, noise) + (bump or {}).get(C, 0.0)
             rows.append({"name": f"r{len(rows)}", "status": "completed", "budget": C, "flops": C, "params": N,
                          "tokens": D, "hidden_size": round(64 * m ** 0.5), "loss": loss})
     return pd.DataFrame(rows)
@@ -101,6 +103,16 @@ def test_leave_one_out_and_backtest_catch_a_budget_off_the_law():
     assert checks["leave-one-out"].status == "warn"
     assert checks["leave-one-out"].detail["budget_dropped"] == 1e19
     assert "add budgets above 1e+19" in checks["leave-one-out"].advice
+
+
+def test_backtest_catches_an_allocation_law_that_drifts_off_the_optimum():
+    t = grid(np.geomspace(0.25, 4, 9), shift={1e19: 4.0})  # the largest budget's optimum: 4x the size
+    c = by_name(health_of(t))["backtest"]
+    assert abs(c.detail["residual_pct"]) <= 1  # the optimum's loss is on the law ...
+    assert c.detail["tokens_ratio"] > 3  # ... but the allocation law gives ~4x its tokens
+    assert c.detail["placed_residual_pct"] > 1
+    assert c.status == "warn" and "allocation law drifts" in c.advice
+    assert "a run placed by the allocation law" in c.summary
 
 
 def test_too_few_budgets_for_a_backtest_warn_with_advice():
