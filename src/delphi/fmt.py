@@ -74,11 +74,7 @@ def short(x: Any) -> str:
 
 def budget_tag(x: Any) -> str:
     """9e18, 2e19 (Delphi's run names round the budget to one digit)."""
-    v = num(x)
-    if v is None:
-        return "–"
-    m, e = f"{v:.0e}".split("e")
-    return f"{m}e{int(e)}"
+    return sci(x, digits=1)
 
 
 def duration(seconds: Any) -> str:
