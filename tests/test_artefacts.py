@@ -26,6 +26,7 @@ from delphi.fit.record import SCHEMA_VERSION, FitRecord
 from delphi.forecast.check import CheckResult
 
 DATA = Path(__file__).parent / "data" / "artefacts"
+SUITE_V1 = DATA / "suite-v1"  # a suite directory written before artefacts carried schema versions
 CEILING = 9.5
 
 
@@ -193,7 +194,7 @@ def test_version_1_fit_json_loads_and_renders_with_a_note(tmp_path, monkeypatch)
     import delphi.fit.loss_law as loss_law
     from delphi.report import build_report
 
-    raw = json.loads((DATA / "fit-v1.json").read_text())
+    raw = json.loads((SUITE_V1 / "fit.json").read_text())
     assert "schema_version" not in raw
     rec = FitRecord.from_dict(raw)
     assert rec.legacy and rec.loss_law.ceiling == raw["loss_law"]["ceiling"]
@@ -207,8 +208,8 @@ def test_version_1_fit_json_loads_and_renders_with_a_note(tmp_path, monkeypatch)
     monkeypatch.setattr(loss_law, "fit_loss_law", lambda *a, **k: calls.append(k) or real(*a, **k))
     root = tmp_path / "suite"
     root.mkdir()
-    shutil.copy(DATA / "fit-v1.json", root / "fit.json")
-    shutil.copy(DATA / "check-v1.json", root / "check.json")
+    shutil.copy(SUITE_V1 / "fit.json", root / "fit.json")
+    shutil.copy(SUITE_V1 / "check.json", root / "check.json")
     paths = build_report(root)
     md = paths["markdown"].read_text()
     assert ("fit.json was written by an earlier version of delphi (no schema_version): the loss law's bootstrap "
@@ -223,14 +224,14 @@ def test_version_1_fit_json_loads_and_renders_with_a_note(tmp_path, monkeypatch)
 def test_version_1_check_json_and_ledger_entry_still_load():
     from delphi.forecast.check import _entry_problem
 
-    raw = json.loads((DATA / "check-v1.json").read_text())
+    raw = json.loads((SUITE_V1 / "check.json").read_text())
     res = CheckResult.from_dict(raw)
     assert res.ok and res.ledger_head == raw["ledger_head"]
     (row,) = res.results
     assert (row.run, row.status, row.inside) == (raw["results"][0]["run"], "scored", True)
     assert row.fit_health["status"] == "warn"
     assert res.to_dict() == {"schema_version": 2, **raw}  # the same fields, now versioned
-    (entry,) = [json.loads(line) for line in (DATA / "ledger-v1.jsonl").read_text().splitlines()]
+    (entry,) = [json.loads(line) for line in (SUITE_V1 / "ledger.jsonl").read_text().splitlines()]
     assert "schema_version" not in entry and _entry_problem(entry) is None
     assert _entry_problem({**entry, "schema_version": 3}).startswith("entry 0 has schema version 3")
 
@@ -298,7 +299,6 @@ def test_runs_table_rows_have_one_definition(tmp_path):
             assert got == v or (v is None and pd.isna(got)), k
 
 
-SUITE_V1 = DATA / "suite-v1"
 V1_HELDOUT = "isoflop-1e+13-d80-L1-B62-cpu-heldout-s0"
 V1_GRID_RUN = "isoflop-1e+12-d48-L1-B13-cpu"
 
