@@ -265,7 +265,7 @@ def backtest(table, metric: str = "loss", *, min_budgets: int = DEFAULT_MIN_BUDG
     D = np.array([b.optimal_tokens for b in used])
     vert = iso.bootstrap_optima(bootstrap, seed) if bootstrap else None
     rows, notes = [], []
-    placed = {k: _placed_runs(used, X, D, k) for k in range(2, n)}
+    placed = {k: _placed_runs(used, X, D, k) for k in range(min_budgets, n)}  # every window a form fits (k >= min_budgets)
     for form in forms:
         n_params = 3 if form == "asymptote" else 2
         for k in range(max(min_budgets, n_params), n):

@@ -12,6 +12,8 @@ of what exists, with a visible note for each missing piece.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -433,8 +435,6 @@ FIGURE_CACHE = "figures.json"  # in the figures directory: {"inputs": key, "figu
 
 def figure_inputs_key(suite_dir: Path) -> str:
     """SHA-256 over the files the figures are drawn from and the source of the modules that draw them."""
-    import hashlib
-
     from delphi.fit import plots as fit_plots
     from delphi.report import plots as report_plots
 
@@ -457,8 +457,6 @@ class FigureCache:
     An empty entry records a figure that had no data."""
 
     def __init__(self, figdir: Path, key: str):
-        import json
-
         self.figdir, self.key, self.figures = figdir, key, {}
         self._old: dict[str, str] = {}
         try:
@@ -469,8 +467,6 @@ class FigureCache:
             pass
 
     def get(self, name: str) -> bytes | None:
-        import hashlib
-
         digest = self._old.get(name)
         if digest is None:
             return None
@@ -487,8 +483,6 @@ class FigureCache:
         return png
 
     def put(self, name: str, png: bytes) -> None:
-        import hashlib
-
         self.figures[name] = hashlib.sha256(png).hexdigest() if png else ""
 
     def save(self) -> None:
