@@ -266,7 +266,7 @@ def test_budget_lines_report_each_budget_once_its_runs_finish(tmp_path):
 def test_suite_compute_key_is_checked(tmp_path):
     from delphi.sweep.suite import parse_suite, preset_text
 
-    assert _suite(tmp_path).fit_compute == "total"
+    assert _suite(tmp_path).fit.compute == "total"
     bad = preset_text("tiny").replace('\n\n[executor]', '\ncompute = "flops"\n\n[executor]')
     assert 'compute = "flops"' in bad
     with pytest.raises(DelphiError, match=r"\[fit\] compute must be one of total, non-embedding, deepseek-m"):

@@ -148,14 +148,14 @@ def make_suite(root: Path, *, heldout: bool = True, check: bool = True, failed: 
     names = []
     for b in budgets:
         for c in _pick(suite.recipe.candidates(b)):
-            spec = suite.run_spec(c, seed=suite.grid_seed, role="grid")
+            spec = suite.run_spec(c, seed=suite.grid.seed, role="grid")
             loss = true_loss(c.params, c.tokens) * (1 + 0.002 * rng.standard_normal())
             _write_run(root, spec, loss, "completed", None, rng)
             names.append(spec.name)
     failed_name = None
     if failed:
         c = suite.recipe.candidates(budgets[1])[-1]
-        spec = suite.run_spec(c, seed=suite.grid_seed, role="grid", name=c.name + "-lr-high")
+        spec = suite.run_spec(c, seed=suite.grid.seed, role="grid", name=c.name + "-lr-high")
         _write_run(root, spec, None, "diverged", "non-finite train loss (nan) at step 412", rng)
         failed_name = spec.name
     table = collect(root / "runs")

@@ -110,7 +110,7 @@ def test_every_artefact_is_written(finished_suite, plot_check):
         assert (rd / "summary.json").exists() and (rd / "metrics.jsonl").exists() and (rd / "hf").is_dir()
     # downstream: winners and the held-out run evaluated, metrics merged, two-step forecast written
     evaluated = table.dropna(subset=["arc_easy_5shot/bpb"])
-    assert len(evaluated) == len(suite.fit_budgets) + 1
+    assert len(evaluated) == len(suite.grid.budgets) + 1
     assert (evaluated["arc_easy_5shot/bpb"] > 0).all()
     down = json.loads((d / "downstream.json").read_text())
     assert down["forecasts"]
@@ -171,11 +171,11 @@ def test_sigkill_mid_sweep_then_resume_equals_uninterrupted(finished_suite, tmp_
 def test_presets_parse_and_show():
     for name in preset_names():
         s = load_suite(name)
-        assert len(s.fit_budgets) >= 3
+        assert len(s.grid.budgets) >= 3
     tiny = load_suite("tiny")
-    assert max(tiny.fit_budgets) / min(tiny.fit_budgets) >= 10
-    assert min(tiny.heldout_budgets) >= 10 * max(tiny.fit_budgets)
-    assert all(len(tiny.recipe.candidates(b)) >= 4 for b in tiny.fit_budgets)
+    assert max(tiny.grid.budgets) / min(tiny.grid.budgets) >= 10
+    assert min(tiny.heldout.budgets) >= 10 * max(tiny.grid.budgets)
+    assert all(len(tiny.recipe.candidates(b)) >= 4 for b in tiny.grid.budgets)
     r = _cli("suite", "show", "tiny")
     assert r.returncode == 0 and "[recipe]" in r.stdout
 
@@ -204,6 +204,24 @@ def test_spread_seeds_only_at_the_smallest_heldout_budget():
     spec = parse_suite(SUITE.replace("budgets = [1e12]", "budgets = [1e12, 2e12]\nspread_seeds = [0, 1, 2]"))
     assert spec.seeds_for(1e12) == (0, 1, 2)  # seed 0 (from `seeds`) is not repeated
     assert spec.seeds_for(2e12) == (0,)
+
+
+def test_suite_sections_are_typed_objects():
+    """Each TOML table becomes its own frozen section, with TOML's lists and integers normalised."""
+    from delphi.sweep.suite import EvalSettings, FitSettings, GridSpec, HeldoutSpec, TrainSettings
+
+    spec = parse_suite(SUITE.replace("budgets = [1e12]", "budgets = [1e12, 2e12]\nspread_seeds = [1]"))
+    assert isinstance(spec.grid, GridSpec) and isinstance(spec.heldout, HeldoutSpec)
+    assert isinstance(spec.eval, EvalSettings) and isinstance(spec.train, TrainSettings)
+    assert isinstance(spec.fit, FitSettings)
+    assert spec.heldout.budgets == (1e12, 2e12) and spec.heldout.spread_seeds == (1,)
+    assert all(isinstance(b, float) for b in spec.grid.budgets + spec.heldout.budgets)
+    assert isinstance(spec.train.checkpoint_every_minutes, float)
+    hash(spec.grid), hash(spec.heldout), hash(spec.eval)  # tuples, not lists: hashable
+    with pytest.raises(AttributeError):
+        spec.grid.seed = 3  # frozen
+    run = spec.grid_specs()[0]  # the sections reach every run spec
+    assert run.eval_windows_per_domain == spec.eval.windows_per_domain and run.precision == spec.train.precision
 
 
 def test_seed_spread_summary():

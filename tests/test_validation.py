@@ -544,10 +544,10 @@ def test_the_table_has_at_least_100_bad_inputs():
 def test_the_valid_documents_are_valid(workdir):
     """Each bad case breaks exactly what it names: the documents it starts from are valid."""
     spec = parse_suite(toml_dump(SUITE))
-    assert spec.executor.workers == 1 and spec.fit_metric == "loss"
+    assert spec.executor.workers == 1 and spec.fit.metric == "loss"
     down = copy.deepcopy(SUITE)
     down["eval"].update(_fill(DOWNSTREAM, workdir))
-    assert parse_suite(toml_dump(down)).downstream_soft == "arc_easy_5shot/bpb"
+    assert parse_suite(toml_dump(down)).eval.soft == "arc_easy_5shot/bpb"
     assert RunSpec.from_dict(copy.deepcopy(RUN), check_files=True).optimizer.beta2 == 0.999
     assert mixture_from_dict(copy.deepcopy(MIXTURE), base_dir=_mixture_dir(workdir), name="m").weights == \
         {"web": 0.7, "code": 0.3}

@@ -35,7 +35,7 @@ def run_list(args: argparse.Namespace) -> int:
 
     for name in preset_names():
         s = load_suite(name)
-        print(f"{name:10s} fit budgets {', '.join(f'{b:.0e}' for b in s.fit_budgets)};  held-out "
-              f"{', '.join(f'{b:.0e}' for b in s.heldout_budgets)} × seeds {list(s.heldout_seeds)}"
-              + (f" (+ seeds {list(s.spread_seeds)} at the smallest)" if s.spread_seeds else ""))
+        print(f"{name:10s} fit budgets {', '.join(f'{b:.0e}' for b in s.grid.budgets)};  held-out "
+              f"{', '.join(f'{b:.0e}' for b in s.heldout.budgets)} × seeds {list(s.heldout.seeds)}"
+              + (f" (+ seeds {list(s.heldout.spread_seeds)} at the smallest)" if s.heldout.spread_seeds else ""))
     return 0

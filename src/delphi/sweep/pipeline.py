@@ -54,10 +54,10 @@ def run_suite(suite: SuiteSpec, *, retry_failed: bool = False, progress: bool = 
 
     grid = suite.grid_specs()
     _say(progress, f"[bold]grid[/]: {len(grid)} runs over budgets "
-                   f"{', '.join(f'{b:.1e}' for b in suite.fit_budgets)} FLOPs")
+                   f"{', '.join(f'{b:.1e}' for b in suite.grid.budgets)} FLOPs")
     # Each budget's vertex is checked as soon as its runs finish, so an off-centre grid shows
     # while the rest of it trains rather than after it.
-    with BudgetWatch(grid, runs_dir, suite.fit_metric, progress):
+    with BudgetWatch(grid, runs_dir, suite.fit.metric, progress):
         outcomes = execute(grid, runs_dir, suite.executor, label="IsoFLOP grid", **run_kw)
     bad = [o for o in outcomes if o.status not in ("completed",)]
     for o in bad:
@@ -78,7 +78,7 @@ def run_suite(suite: SuiteSpec, *, retry_failed: bool = False, progress: bool = 
         table = collect(runs_dir)
         write_table(table, d / "runs.csv")
 
-    if suite.downstream_tasks:
+    if suite.eval.downstream:
         table = downstream_stage(suite, d, table, progress)
 
     from delphi.forecast.check import check_suite, format_check
@@ -187,8 +187,8 @@ def fit_suite(suite: SuiteSpec, runs_csv: Path) -> dict[str, Any]:
     from delphi.fit.record import FitRecord
     from delphi.fit.runs_table import load_runs_table
 
-    table = load_runs_table(runs_csv, metric=suite.fit_metric)
-    iso = fit_isoflop(table, metric=suite.fit_metric, compute=suite.fit_compute)
+    table = load_runs_table(runs_csv, metric=suite.fit.metric)
+    iso = fit_isoflop(table, metric=suite.fit.metric, compute=suite.fit.compute)
     optima = iso.optima()
     if len(optima["flops"]) < 3:
         from delphi.fit.isoflop import explain_unused
@@ -199,35 +199,35 @@ def fit_suite(suite: SuiteSpec, runs_csv: Path) -> dict[str, Any]:
                              f"({explain_unused(iso.buckets) or 'widen the grid or fix failed runs'})"))
     ceiling = fit_ceiling(suite)
     # The vertices' own uncertainty (each bucket's runs resampled) enters the law's interval.
-    law = fit_law_on_optima(iso, bootstrap=suite.bootstrap, seed=suite.fit_seed, ceiling=ceiling)
-    settings = {"metric": suite.fit_metric, "bootstrap": suite.bootstrap, "seed": suite.fit_seed,
-                "compute": suite.fit_compute, "form": law.form,
+    law = fit_law_on_optima(iso, bootstrap=suite.fit.bootstrap, seed=suite.fit.seed, ceiling=ceiling)
+    settings = {"metric": suite.fit.metric, "bootstrap": suite.fit.bootstrap, "seed": suite.fit.seed,
+                "compute": suite.fit.compute, "form": law.form,
                 "interval": "prediction; runs resampled within buckets + parametric bootstrap of the law"}
     if ceiling is not None:
         settings["ceiling"] = {"H": ceiling, "source": "unigram loss of the validation windows"
-                               if suite.fit_ceiling == "unigram" else "suite file"}
+                               if suite.fit.ceiling == "unigram" else "suite file"}
     target, factor = heldout_target(suite, iso)
-    health = fit_health(iso, law, table=table, metric=suite.fit_metric, target_compute=target, factor=factor,
-                        bootstrap=suite.bootstrap, seed=suite.fit_seed, ceiling=ceiling)
-    record = FitRecord(metric=suite.fit_metric, compute=suite.fit_compute, isoflop=iso, loss_law=law,
+    health = fit_health(iso, law, table=table, metric=suite.fit.metric, target_compute=target, factor=factor,
+                        bootstrap=suite.fit.bootstrap, seed=suite.fit.seed, ceiling=ceiling)
+    record = FitRecord(metric=suite.fit.metric, compute=suite.fit.compute, isoflop=iso, loss_law=law,
                        runs_table_sha256=sha256_file(runs_csv), settings=settings, health=health).to_dict()
     return {"iso": iso, "law": law, "record": record, "settings": settings,
-            "largest_budget": max(suite.fit_budgets), "health": health}
+            "largest_budget": max(suite.grid.budgets), "health": health}
 
 
 def fit_ceiling(suite: SuiteSpec) -> float | None:
     """The loss law's ceiling H for the suite's metric: the unigram baseline of its validation
     windows (`delphi.data.loader.unigram_baseline`) for `ceiling = "unigram"`, the suite's number,
     or None (the law E + A·C^-alpha)."""
-    if suite.fit_ceiling is None:
+    if suite.fit.ceiling is None:
         return None
-    if suite.fit_ceiling != "unigram":
-        return float(suite.fit_ceiling)
+    if suite.fit.ceiling != "unigram":
+        return float(suite.fit.ceiling)
     from delphi.data.loader import unigram_baseline
     from delphi.data.shards import prepare_data
 
     prepared = prepare_data(suite.data, progress=False)
-    return unigram_baseline(prepared, suite.recipe.seq_len, suite.eval_windows_per_domain)[suite.fit_metric]
+    return unigram_baseline(prepared, suite.recipe.seq_len, suite.eval.windows_per_domain)[suite.fit.metric]
 
 
 def heldout_target(suite: SuiteSpec, iso) -> tuple[float | None, float | None]:
@@ -235,14 +235,14 @@ def heldout_target(suite: SuiteSpec, iso) -> tuple[float | None, float | None]:
     held-out run the allocation law chooses; (None, None) without an allocation law."""
     from delphi.fit.compute import shape_compute
 
-    if iso.tokens_law is None or not suite.heldout_budgets:
+    if iso.tokens_law is None or not suite.heldout.budgets:
         return None, None
     try:
-        cand = suite.recipe.heldout(max(suite.heldout_budgets), iso.tokens_law.A, iso.tokens_law.alpha,
-                                    suite.heldout_batch_size)
+        cand = suite.recipe.heldout(max(suite.heldout.budgets), iso.tokens_law.A, iso.tokens_law.alpha,
+                                    suite.heldout.batch_size)
     except DelphiError:
         return None, None
-    return shape_compute(cand.shape, cand.tokens, suite.fit_compute), cand.flops / max(suite.fit_budgets)
+    return shape_compute(cand.shape, cand.tokens, suite.fit.compute), cand.flops / max(suite.grid.budgets)
 
 
 def _fit_summary(fit: dict[str, Any]) -> str:
@@ -272,20 +272,20 @@ def register_heldout(suite: SuiteSpec, d: Path, fit: dict[str, Any], progress: b
     sha = fit["record"]["runs_table_sha256"]
     existing = {e["forecast"]["run"]: e for e in ledger.read() if e.get("kind") == "forecast"}
     specs = []
-    for budget in suite.heldout_budgets:
-        cand = suite.recipe.heldout(budget, alloc["A"], alloc["alpha"], suite.heldout_batch_size)
+    for budget in suite.heldout.budgets:
+        cand = suite.recipe.heldout(budget, alloc["A"], alloc["alpha"], suite.heldout.batch_size)
         for seed in suite.seeds_for(budget):
             spec = suite.run_spec(cand, seed=seed, role="heldout", name=suite.heldout_name(cand, seed))
             prior = existing.get(spec.name)
             started = (d / "runs" / spec.name / "started.json").exists()
-            same_compute = (prior or {}).get("fit_settings", {}).get("compute", "total") == suite.fit_compute
+            same_compute = (prior or {}).get("fit_settings", {}).get("compute", "total") == suite.fit.compute
             # RunSpec equality leaves out tracking (where metrics are also sent): not what is predicted.
             same_spec = prior is not None and type(spec).from_dict(prior["run_spec"]) == spec
             if prior and (prior["runs_table_sha256"] == sha and same_spec and same_compute or started):
                 entry = prior  # already registered (or already running under an earlier forecast)
             else:
-                fc = make_forecast(spec, fit["law"], metric=suite.fit_metric, largest_fit_budget=fit["largest_budget"],
-                                   compute=suite.fit_compute)
+                fc = make_forecast(spec, fit["law"], metric=suite.fit.metric, largest_fit_budget=fit["largest_budget"],
+                                   compute=suite.fit.compute)
                 entry = register(ledger, fc, spec, runs_table_sha256=sha, fit_settings=fit["settings"],
                                  suite=suite.name, health=fit["record"].get("health"))
                 f = entry["forecast"]
@@ -314,19 +314,19 @@ def downstream_stage(suite: SuiteSpec, d: Path, table, progress: bool):
         run_dir = d / "runs" / name
         out = run_dir / "eval"
         if not out.exists():
-            _say(progress, f"[bold]eval[/] {name}: {', '.join(suite.downstream_tasks)}")
+            _say(progress, f"[bold]eval[/] {name}: {', '.join(suite.eval.downstream)}")
             scorer, _ = open_model(run_dir)
-            save_results(evaluate_tasks(scorer, list(suite.downstream_tasks), limit=suite.downstream_limit,
+            save_results(evaluate_tasks(scorer, list(suite.eval.downstream), limit=suite.eval.limit,
                                         progress=progress), out)
         results.extend(load_results(out))
     table = merge_into_runs_table(table, results)
     write_table(table, d / "runs.csv")
-    if suite.downstream_pool:
+    if suite.eval.pool:
         targets = [float(x) for x in done[done["role"] == "heldout"]["flops"]] or \
-                  [10 * max(suite.fit_budgets)]
-        fc = forecast_downstream(table[table["role"] == "grid"], suite.downstream_pool, soft=suite.downstream_soft,
-                                 target_flops=targets, floor=suite.downstream_floor, bootstrap=suite.bootstrap,
-                                 seed=suite.fit_seed)
+                  [10 * max(suite.grid.budgets)]
+        fc = forecast_downstream(table[table["role"] == "grid"], suite.eval.pool, soft=suite.eval.soft,
+                                 target_flops=targets, floor=suite.eval.floor, bootstrap=suite.fit.bootstrap,
+                                 seed=suite.fit.seed)
         (d / "downstream.json").write_text(json.dumps(fc.to_dict(), indent=2))
         fc.plot(d / "downstream.png")
     return table

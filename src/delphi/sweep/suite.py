@@ -23,7 +23,7 @@ problems are reported together as one user error, each under its key path (`[exe
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -38,60 +38,119 @@ from delphi.validate import MAX_SEED, Int, ListOf, Num, Problems, Rule, Str, key
 PRESET_DIR = Path(__file__).with_name("presets")
 
 
+def _tuples(obj) -> None:
+    """TOML gives lists; the frozen sections hold tuples (hashable, and safe to share)."""
+    for f in fields(obj):
+        if isinstance(getattr(obj, f.name), list):
+            object.__setattr__(obj, f.name, tuple(getattr(obj, f.name)))
+
+
 @dataclass(frozen=True)
-class SuiteSpec:
-    name: str
-    out_dir: str
-    recipe: Recipe
-    fit_budgets: tuple[float, ...]
-    heldout_budgets: tuple[float, ...]
-    heldout_seeds: tuple[int, ...] = (0,)
-    heldout_batch_size: int | None = None
+class GridSpec:
+    """`[grid]`: the IsoFLOP budgets the law is fitted on, and the seed of every grid run."""
+
+    budgets: tuple[float, ...] = ()
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "budgets", tuple(float(b) for b in self.budgets))
+
+
+@dataclass(frozen=True)
+class HeldoutSpec:
+    """`[heldout]`: the budgets forecast and then trained, with their seeds."""
+
+    budgets: tuple[float, ...] = ()
+    seeds: tuple[int, ...] = (0,)
     spread_seeds: tuple[int, ...] = ()  # extra seeds at the smallest held-out budget (seed spread)
-    grid_seed: int = 0
-    data: DataSpec = field(default_factory=DataSpec)
-    eval_every: int = 0
-    eval_windows_per_domain: int = 16
-    downstream_tasks: tuple[str, ...] = ()  # eval tasks for the bucket winners and held-out runs
-    downstream_limit: int | None = None  # items per task (None: the committed subset)
-    downstream_pool: str | None = None  # CSV (model, soft, hard) or a dir of `delphi eval` results
-    downstream_soft: str | None = None  # runs-table column of the soft metric, e.g. "arc_easy/bpb"
-    downstream_floor: float | None = None  # chance accuracy for the sigmoid
+    batch_size: int | None = None  # a fixed batch instead of the recipe's
+
+    def __post_init__(self):
+        _tuples(self)
+        object.__setattr__(self, "budgets", tuple(float(b) for b in self.budgets))
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """`[eval]`: validation during training, and the downstream tasks of the winners and held-out runs."""
+
+    every: int = 0  # steps between evaluations (0: only at the end)
+    windows_per_domain: int = 16
+    downstream: tuple[str, ...] = ()  # eval tasks for the bucket winners and held-out runs
+    limit: int | None = None  # items per task (None: the committed subset)
+    pool: str | None = None  # CSV (model, soft, hard) or a dir of `delphi eval` results
+    soft: str | None = None  # runs-table column of the soft metric, e.g. "arc_easy/bpb"
+    floor: float | None = None  # chance accuracy for the sigmoid
+
+    def __post_init__(self):
+        _tuples(self)
+        if self.floor is not None:
+            object.__setattr__(self, "floor", float(self.floor))
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """`[train]`: how every run of the suite trains (not what: that is the recipe's)."""
+
     precision: str = "auto"
     compile: str = "auto"
     checkpoint_every: int = 0
     checkpoint_every_minutes: float = 5.0
-    fit_metric: str = "loss"
+
+    def __post_init__(self):
+        object.__setattr__(self, "checkpoint_every_minutes", float(self.checkpoint_every_minutes))
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """`[fit]`: the metric, the compute definition and the loss-law form of the suite's fit."""
+
+    metric: str = "loss"
     bootstrap: int = 2000
-    fit_seed: int = 0
-    fit_compute: str = "total"  # compute definition of the loss law's C (`delphi.fit.compute`)
-    fit_ceiling: str | float | None = None  # the loss law's ceiling H: "unigram", a number, or None
+    seed: int = 0
+    compute: str = "total"  # compute definition of the loss law's C (`delphi.fit.compute`)
+    ceiling: str | float | None = None  # the loss law's ceiling H: "unigram", a number, or None
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    """A suite file, one typed section per TOML table (`[grid]` is `spec.grid`, and so on)."""
+
+    name: str
+    out_dir: str
+    recipe: Recipe
+    grid: GridSpec = field(default_factory=GridSpec)
+    heldout: HeldoutSpec = field(default_factory=HeldoutSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    fit: FitSettings = field(default_factory=FitSettings)
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
     tracking: TrackingSpec = field(default_factory=TrackingSpec)  # passed to every run
     source: str = ""  # the TOML text the suite was read from (kept with the results)
 
     # ---- planning ------------------------------------------------------------------------------
     def grid_candidates(self) -> list[Candidate]:
-        return [c for b in self.fit_budgets for c in self.recipe.candidates(b)]
+        return [c for b in self.grid.budgets for c in self.recipe.candidates(b)]
 
     def run_spec(self, cand: Candidate, *, seed: int, role: str, extra_tags: dict[str, str] | None = None,
                  name: str | None = None) -> RunSpec:
         tags = {"role": role, "suite": self.name, **(extra_tags or {})}
         return cand.to_run_spec(
-            data=self.data, seed=seed, name=name, eval_every=self.eval_every,
-            eval_windows_per_domain=self.eval_windows_per_domain, checkpoint_every=self.checkpoint_every,
-            checkpoint_every_minutes=self.checkpoint_every_minutes, precision=self.precision, compile=self.compile,
-            tags=tags, tracking=self.tracking,
+            data=self.data, seed=seed, name=name, eval_every=self.eval.every,
+            eval_windows_per_domain=self.eval.windows_per_domain, checkpoint_every=self.train.checkpoint_every,
+            checkpoint_every_minutes=self.train.checkpoint_every_minutes, precision=self.train.precision,
+            compile=self.train.compile, tags=tags, tracking=self.tracking,
         )
 
     def grid_specs(self) -> list[RunSpec]:
-        return [self.run_spec(c, seed=self.grid_seed, role="grid") for c in self.grid_candidates()]
+        return [self.run_spec(c, seed=self.grid.seed, role="grid") for c in self.grid_candidates()]
 
     def seeds_for(self, budget: float) -> tuple[int, ...]:
         """Held-out seeds at `budget`: `seeds` everywhere, plus `spread_seeds` at the smallest
         held-out budget only (seed spread is measured where it is cheapest)."""
-        extra = self.spread_seeds if budget == min(self.heldout_budgets) else ()
-        return self.heldout_seeds + tuple(s for s in extra if s not in self.heldout_seeds)
+        extra = self.heldout.spread_seeds if budget == min(self.heldout.budgets) else ()
+        return self.heldout.seeds + tuple(s for s in extra if s not in self.heldout.seeds)
 
     @staticmethod
     def heldout_name(cand: Candidate, seed: int) -> str:
@@ -144,6 +203,10 @@ _RULES: dict[str, dict[str, Rule] | None] = {
     "tracking": TRACKING_RULES,
 }
 _SECTIONS = {name: (None if rules is None else set(rules)) for name, rules in _RULES.items()}
+# The typed object of each checked section: its fields are the section's keys, so a checked
+# section is read by one generic `cls(**keys)`.
+_SECTION_TYPES = {"grid": GridSpec, "heldout": HeldoutSpec, "data": DataSpec, "eval": EvalSettings,
+                  "train": TrainSettings, "fit": FitSettings, "executor": ExecutorSettings, "tracking": TrackingSpec}
 
 
 def preset_names() -> list[str]:
@@ -211,27 +274,13 @@ def parse_suite(text: str, *, where: str = "suite", out_dir: str | None = None) 
             p.add(f"[{section}] budgets", "is missing: give a non-empty list of FLOP budgets, e.g. [1e12, 3e12]")
     recipe = recipe_problems(doc.get("recipe", {}), p, "[recipe]")
 
-    su, gr, ho, da, ev, tr, fi, ex, tk = (clean[s] for s in ("suite", "grid", "heldout", "data", "eval", "train", "fit",
-                                                             "executor", "tracking"))
+    su = clean["suite"]
     name = su.get("name", "suite")
-    spec = SuiteSpec(
-        name=name, out_dir=out_dir or su.get("out_dir", f"delphi-out/{name}"), recipe=recipe or DELPHI,
-        fit_budgets=tuple(float(b) for b in gr.get("budgets", ())),
-        heldout_budgets=tuple(float(b) for b in ho.get("budgets", ())),
-        heldout_seeds=tuple(ho.get("seeds", [0])), spread_seeds=tuple(ho.get("spread_seeds", [])),
-        heldout_batch_size=ho.get("batch_size"), grid_seed=gr.get("seed", 0), data=DataSpec(**da),
-        eval_every=ev.get("every", 0), eval_windows_per_domain=ev.get("windows_per_domain", 16),
-        downstream_tasks=tuple(ev.get("downstream", [])), downstream_limit=ev.get("limit"),
-        downstream_pool=ev.get("pool"), downstream_soft=ev.get("soft"),
-        downstream_floor=float(ev["floor"]) if "floor" in ev else None,
-        precision=tr.get("precision", "auto"), compile=tr.get("compile", "auto"),
-        checkpoint_every=tr.get("checkpoint_every", 0),
-        checkpoint_every_minutes=float(tr.get("checkpoint_every_minutes", 5.0)),
-        fit_metric=fi.get("metric", "loss"), bootstrap=fi.get("bootstrap", 2000), fit_seed=fi.get("seed", 0),
-        fit_compute=fi.get("compute", "total"), fit_ceiling=fi.get("ceiling"), executor=ExecutorSettings(**ex),
-        tracking=TrackingSpec(**tk), source=text,
-    )
-    _check_plan(spec, p, recipe_ok=recipe is not None, grid_ok="budgets" in gr, heldout_ok="budgets" in ho)
+    sections = {key: cls(**clean[key]) for key, cls in _SECTION_TYPES.items()}
+    spec = SuiteSpec(name=name, out_dir=out_dir or su.get("out_dir", f"delphi-out/{name}"), recipe=recipe or DELPHI,
+                     source=text, **sections)
+    _check_plan(spec, p, recipe_ok=recipe is not None, grid_ok="budgets" in clean["grid"],
+                heldout_ok="budgets" in clean["heldout"])
     p.raise_if_any()
     return spec
 
@@ -257,21 +306,21 @@ def _check_plan(spec: SuiteSpec, p: Problems, *, recipe_ok: bool = True, grid_ok
             p.add("[data] tokenizer", f"{spec.data.tokenizer!r} has {vocab} tokens but the recipe's vocab_size is "
                                       f"{spec.recipe.vocab_size}; set recipe.vocab_size = {vocab} or use a matching "
                                       "tokenizer")
-    if grid_ok and len(spec.fit_budgets) < 3:
-        p.add("[grid] budgets", f"needs at least 3 budgets to fit a loss law (got {len(spec.fit_budgets)})")
-    for b in spec.fit_budgets if recipe_ok else ():
+    if grid_ok and len(spec.grid.budgets) < 3:
+        p.add("[grid] budgets", f"needs at least 3 budgets to fit a loss law (got {len(spec.grid.budgets)})")
+    for b in spec.grid.budgets if recipe_ok else ():
         n = len(spec.recipe.candidates(b))
         if n < 3:
             p.add("[grid] budgets", f"fit budget {b:.3g} has {n} candidate(s) under recipe {spec.recipe.name!r}; "
                                     "an IsoFLOP parabola needs at least 3 (widen the recipe's width range)")
-    for b in spec.heldout_budgets if recipe_ok else ():
+    for b in spec.heldout.budgets if recipe_ok else ():
         cands = spec.recipe.candidates(b)
         if not cands:
             p.add("[heldout] budgets", f"held-out budget {b:.3g} has no valid candidate under recipe "
                                        f"{spec.recipe.name!r}")
-        elif spec.heldout_batch_size is not None and all(
-                round(c.tokens / (spec.heldout_batch_size * spec.recipe.seq_len)) < 1 for c in cands):
-            p.add("[heldout] batch_size", f"{spec.heldout_batch_size} leaves no training step at budget {b:.3g} "
+        elif spec.heldout.batch_size is not None and all(
+                round(c.tokens / (spec.heldout.batch_size * spec.recipe.seq_len)) < 1 for c in cands):
+            p.add("[heldout] batch_size", f"{spec.heldout.batch_size} leaves no training step at budget {b:.3g} "
                                           "(fewer tokens than one batch); lower it or drop it")
     _check_metric(spec, mixture, p)
     _check_downstream(spec, p)
@@ -284,7 +333,7 @@ def fit_metrics(mixture) -> list[str]:
 
 
 def _check_metric(spec: SuiteSpec, mixture, p: Problems) -> None:
-    metric = spec.fit_metric
+    metric = spec.fit.metric
     if metric in ("loss", "bpb"):
         return
     kind, _, domain = metric.partition("/")
@@ -304,47 +353,47 @@ def _check_metric(spec: SuiteSpec, mixture, p: Problems) -> None:
 
 def _check_downstream(spec: SuiteSpec, p: Problems) -> None:
     keys: list[str] = []
-    if spec.downstream_tasks:
+    if spec.eval.downstream:
         from delphi.eval import parse_tasks
 
         try:
-            keys = [t.key for t in parse_tasks(list(spec.downstream_tasks))]
+            keys = [t.key for t in parse_tasks(list(spec.eval.downstream))]
         except DelphiError as e:
             p.add_error("[eval] downstream", e)
             return
-    elif spec.downstream_pool or spec.downstream_soft or spec.downstream_floor is not None:
-        given = [k for k, v in (("pool", spec.downstream_pool), ("soft", spec.downstream_soft),
-                                ("floor", spec.downstream_floor)) if v is not None]
+    elif spec.eval.pool or spec.eval.soft or spec.eval.floor is not None:
+        given = [k for k, v in (("pool", spec.eval.pool), ("soft", spec.eval.soft),
+                                ("floor", spec.eval.floor)) if v is not None]
         p.add("[eval]", f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} used only with downstream tasks: "
                         f"add downstream = [\"arc_easy:5\"] or remove {'it' if len(given) == 1 else 'them'}")
         return
-    if spec.downstream_floor is not None and not spec.downstream_pool:
+    if spec.eval.floor is not None and not spec.eval.pool:
         p.add("[eval] floor", "is used only with [eval] pool (the sigmoid's lower bound); add a pool or remove it")
-    if spec.downstream_soft is not None:
+    if spec.eval.soft is not None:
         from delphi.eval import HIGHER_IS_BETTER
 
-        task, _, metric = spec.downstream_soft.rpartition("/")
+        task, _, metric = spec.eval.soft.rpartition("/")
         if task not in keys or metric not in HIGHER_IS_BETTER:
             p.add("[eval] soft", f"must be <task>/<metric> with a task of [eval] downstream ({', '.join(keys)}) and "
-                                 f"a metric among {', '.join(HIGHER_IS_BETTER)}, got {show(spec.downstream_soft)}")
+                                 f"a metric among {', '.join(HIGHER_IS_BETTER)}, got {show(spec.eval.soft)}")
             return
-    if spec.downstream_pool:
-        if not spec.downstream_soft:
+    if spec.eval.pool:
+        if not spec.eval.soft:
             p.add("[eval] pool", "needs [eval] soft, the soft-metric column to forecast (e.g. \"arc_easy_5shot/bpb\")")
             return
-        if not Path(spec.downstream_pool).exists():
-            p.add("[eval] pool", f"{spec.downstream_pool}: no such file or directory (a CSV with columns model, soft, "
+        if not Path(spec.eval.pool).exists():
+            p.add("[eval] pool", f"{spec.eval.pool}: no such file or directory (a CSV with columns model, soft, "
                                  "hard, or a directory of `delphi eval` results)")
             return
         from delphi.downstream.forecast import load_pool
 
         try:
-            load_pool(spec.downstream_pool, soft=spec.downstream_soft)
+            load_pool(spec.eval.pool, soft=spec.eval.soft)
         except DelphiError as e:
             p.add_error("[eval] pool", e)
-        if spec.bootstrap < 10:
+        if spec.fit.bootstrap < 10:
             p.add("[fit] bootstrap", f"must be at least 10 with a downstream pool (the accuracy interval needs "
-                                     f"bootstrap draws), got {spec.bootstrap}")
+                                     f"bootstrap draws), got {spec.fit.bootstrap}")
 
 
 def readiness_problems(spec: SuiteSpec) -> list[str]:
