@@ -42,13 +42,11 @@ def _load_runs(path):
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
     from delphi.downstream import forecast_downstream
     from delphi.errors import DelphiError
     from delphi.eval import load_results, merge_into_runs_table
-    from delphi.files import atomic_write_text
 
     try:
         targets = [float(x) for x in args.target_flops.split(",") if x.strip()]
@@ -66,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                              fix_floor=args.fix_floor, hard=args.hard, bootstrap=args.bootstrap, seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "downstream.json", json.dumps(fc.to_dict(), indent=2, default=float))
+    fc.save(out / "downstream.json")
     fc.plot(out / "downstream.png", title=args.soft)
     pct = int(100 * fc.confidence)
     for c, s, (slo, shi), a, (alo, ahi) in zip(fc.target_flops, fc.soft_pred, fc.soft_interval, fc.acc_pred,

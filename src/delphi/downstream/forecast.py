@@ -201,6 +201,14 @@ class DownstreamForecast:
             "pool": self.pool.to_dict(orient="records"),
         }
 
+    def save(self, path: str | Path) -> Path:
+        """`downstream.json`: `to_dict()` as JSON, written atomically (numpy scalars as floats)."""
+        import json
+
+        from delphi.files import atomic_write_text
+
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2, default=float))
+
     def plot(self, path: str | Path, title: str | None = None) -> Path:
         from delphi.downstream.plot import plot_forecast
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from delphi.errors import DelphiError
-from delphi.files import atomic_write_json, atomic_write_text, sha256_file
+from delphi.files import atomic_write_json, sha256_file
 from delphi.forecast.ledger import Ledger
 from delphi.sweep.executors import execute
 from delphi.sweep.results import collect, write_table
@@ -327,6 +327,6 @@ def downstream_stage(suite: SuiteSpec, d: Path, table, progress: bool):
         fc = forecast_downstream(table[table["role"] == "grid"], suite.eval.pool, soft=suite.eval.soft,
                                  target_flops=targets, floor=suite.eval.floor, bootstrap=suite.fit.bootstrap,
                                  seed=suite.fit.seed)
-        atomic_write_text(d / "downstream.json", json.dumps(fc.to_dict(), indent=2))
+        fc.save(d / "downstream.json")
         fc.plot(d / "downstream.png")
     return table

@@ -38,26 +38,31 @@ from delphi.validate import MAX_SEED, Int, ListOf, Num, Problems, Rule, Str, key
 PRESET_DIR = Path(__file__).with_name("presets")
 
 
-def _tuples(obj) -> None:
-    """TOML gives lists; the frozen sections hold tuples (hashable, and safe to share)."""
-    for f in fields(obj):
-        if isinstance(getattr(obj, f.name), list):
-            object.__setattr__(obj, f.name, tuple(getattr(obj, f.name)))
+class _Section:
+    """A suite section read from TOML, normalised to its field types: TOML lists become tuples
+    (the frozen sections are hashable and safe to share) and integers in float fields become
+    floats (`budgets = [1e12, 3000000000000]`, `floor = 0`)."""
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            floats = f.type.startswith("tuple[float") or f.type.startswith("float")
+            if isinstance(value, (list, tuple)):
+                object.__setattr__(self, f.name, tuple(float(v) for v in value) if floats else tuple(value))
+            elif floats and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
 
 
 @dataclass(frozen=True)
-class GridSpec:
+class GridSpec(_Section):
     """`[grid]`: the IsoFLOP budgets the law is fitted on, and the seed of every grid run."""
 
     budgets: tuple[float, ...] = ()
     seed: int = 0
 
-    def __post_init__(self):
-        object.__setattr__(self, "budgets", tuple(float(b) for b in self.budgets))
-
 
 @dataclass(frozen=True)
-class HeldoutSpec:
+class HeldoutSpec(_Section):
     """`[heldout]`: the budgets forecast and then trained, with their seeds."""
 
     budgets: tuple[float, ...] = ()
@@ -65,13 +70,9 @@ class HeldoutSpec:
     spread_seeds: tuple[int, ...] = ()  # extra seeds at the smallest held-out budget (seed spread)
     batch_size: int | None = None  # a fixed batch instead of the recipe's
 
-    def __post_init__(self):
-        _tuples(self)
-        object.__setattr__(self, "budgets", tuple(float(b) for b in self.budgets))
-
 
 @dataclass(frozen=True)
-class EvalSettings:
+class EvalSettings(_Section):
     """`[eval]`: validation during training, and the downstream tasks of the winners and held-out runs."""
 
     every: int = 0  # steps between evaluations (0: only at the end)
@@ -82,14 +83,9 @@ class EvalSettings:
     soft: str | None = None  # runs-table column of the soft metric, e.g. "arc_easy/bpb"
     floor: float | None = None  # chance accuracy for the sigmoid
 
-    def __post_init__(self):
-        _tuples(self)
-        if self.floor is not None:
-            object.__setattr__(self, "floor", float(self.floor))
-
 
 @dataclass(frozen=True)
-class TrainSettings:
+class TrainSettings(_Section):
     """`[train]`: how every run of the suite trains (not what: that is the recipe's)."""
 
     precision: str = "auto"
@@ -97,12 +93,9 @@ class TrainSettings:
     checkpoint_every: int = 0
     checkpoint_every_minutes: float = 5.0
 
-    def __post_init__(self):
-        object.__setattr__(self, "checkpoint_every_minutes", float(self.checkpoint_every_minutes))
-
 
 @dataclass(frozen=True)
-class FitSettings:
+class FitSettings(_Section):
     """`[fit]`: the metric, the compute definition and the loss-law form of the suite's fit."""
 
     metric: str = "loss"
