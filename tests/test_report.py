@@ -559,3 +559,40 @@ def test_unchanged_suite_redraws_no_figure_and_a_change_redraws(tmp_path, monkey
     shutil.copytree(root, tmp_path / "copy")
     build_report(tmp_path / "copy")
     assert drawn == []
+
+
+def test_unchanged_report_is_not_rebuilt_and_any_change_rebuilds(tmp_path, monkeypatch, capsys):
+    """A report built from the same inputs, whose files are all still there unchanged, is returned
+    without reading the suite; a changed input, an edited output or `--force` rebuilds it."""
+    from delphi.cli import main
+    from delphi.report import report as report_mod
+
+    root = tmp_path / "suite"
+    make_suite(root, check=False)
+    first = build_report(root)
+    reads: list[str] = []
+    real_read = report_mod.read_suite_dir
+    monkeypatch.setattr(report_mod, "read_suite_dir", lambda d: (reads.append(str(d)), real_read(d))[1])
+
+    assert build_report(root) == first and reads == []
+    assert main(["report", str(root)]) == 0
+    assert "is up to date" in capsys.readouterr().out and reads == []
+
+    assert main(["report", str(root), "--force"]) == 0
+    assert "wrote" in capsys.readouterr().out and len(reads) == 1
+
+    (root / "report.md").write_text("edited by hand\n")  # an output changed: rebuilt, not trusted
+    build_report(root)
+    assert len(reads) == 2 and (root / "report.md").read_text() != "edited by hand\n"
+
+    card = next(p for k, p in first.items() if k.startswith("card:"))
+    card.unlink()  # an output is gone
+    build_report(root)
+    assert len(reads) == 3 and card.is_file()
+
+    with (root / "ledger.jsonl").open("a") as f:  # an input changed
+        f.write("\n")
+    build_report(root)
+    assert len(reads) == 4
+    build_report(root)
+    assert len(reads) == 4

@@ -267,33 +267,38 @@ def build_shard(files: list[str], tokenizer: Tokenizer, out_dir: Path, *, text_f
                 drain()
         if own_pool is not None:
             own_pool.close()
-        lengths = np.concatenate(lengths_all) if lengths_all else np.zeros(0, dtype=np.int64)
-        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        np.save(tmp / "offsets.npy", offsets)
-        np.save(tmp / "doc_bytes.npy", np.asarray(doc_bytes, dtype=np.int64))
-        elapsed = time.perf_counter() - state["t0"]
-        meta = {
-            "format": FORMAT_VERSION, "tokenizer": tokenizer.name, "tokenizer_fingerprint": tokenizer.fingerprint,
-            "dtype": dtype.name, "tokens": int(offsets[-1]), "docs": len(doc_bytes), "bytes": int(sum(doc_bytes)),
-            "sources": files, "text_field": text_field, "skipped_bad": bad.count, "bad_examples": bad.examples,
-            "eos_id": tokenizer.eos_id, "seconds": round(elapsed, 3), "workers": workers if parallel else 1,
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        _write_checksums(tmp)
+        meta = {"tokenizer": tokenizer.name, "tokenizer_fingerprint": tokenizer.fingerprint, "dtype": dtype.name,
+                "sources": files, "text_field": text_field, "skipped_bad": bad.count, "bad_examples": bad.examples,
+                "eos_id": tokenizer.eos_id, "seconds": round(time.perf_counter() - state["t0"], 3),
+                "workers": workers if parallel else 1}
+        _finish_shard(tmp, out_dir, lengths_all, doc_bytes, meta)
         progress.update(task, completed=total_in)
-        try:
-            os.rename(tmp, out_dir)
-        except OSError:
-            if not (out_dir / "meta.json").exists():  # not a concurrent prepare that finished first
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         if pool is not None:
             pool.close(error=True)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Shard(out_dir)
+
+
+def _finish_shard(tmp: Path, out_dir: Path, lengths_all: list[np.ndarray], doc_bytes: list[int], meta: dict) -> None:
+    """Write the document index and meta.json into the temporary shard `tmp`, then move it to
+    `out_dir` (a concurrent prepare that finished first wins; this copy is dropped)."""
+    lengths = np.concatenate(lengths_all) if lengths_all else np.zeros(0, dtype=np.int64)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    np.save(tmp / "offsets.npy", offsets)
+    np.save(tmp / "doc_bytes.npy", np.asarray(doc_bytes, dtype=np.int64))
+    meta = {"format": FORMAT_VERSION, **meta, "tokens": int(offsets[-1]), "docs": len(doc_bytes),
+            "bytes": int(sum(doc_bytes))}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    _write_checksums(tmp)
+    try:
+        os.rename(tmp, out_dir)
+    except OSError:
+        if not (out_dir / "meta.json").exists():  # not a concurrent prepare that finished first
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---- cache integrity ----------------------------------------------------------------------------

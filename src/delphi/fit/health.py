@@ -18,8 +18,8 @@ entry) and shown by `delphi run`, `delphi check` and the report, with what to ch
    more than 2× (max |s| / min |s|) mean the form is not identified by these points. 25% and 2×
    sit above the slope noise of 3 optima over half a decade with ~0.3% vertex noise (~15%).
 4. leave-one-out — the largest move of the forecast at the farthest target when one budget is
-   dropped, <= 1% of the forecast. The forecast target is ±1–2% (issue targets: 2% at 10×, 1% at
-   30×): a forecast that one budget moves by more than that is not determined by the grid.
+   dropped, <= 1% of the forecast. The forecast target is ±1–2% (the project's targets: 2% at 10×,
+   1% at 30×): a forecast that one budget moves by more than that is not determined by the grid.
 5. backtest — the law fitted on the lowest budgets (`delphi.fit.backtest`, at least 4) forecasts
    the grid's own largest budget: |residual| <= 1% at the largest factor available, and the actual
    inside its interval. A law that misses a budget 2–3× past its data by more than 1% will not

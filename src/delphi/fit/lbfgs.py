@@ -68,22 +68,7 @@ def _loop(fun, x, f, g, S, Y, rho, status, n_iter, active, m, max_iter, gtol, ft
         a = active
         xa, fa, ga = x[a], f[a], g[a]
         Sa, Ya, rhoa = S[a], Y[a], rho[a]
-        # Two-loop recursion, newest pair in slot m-1.
-        q = ga.copy()
-        alpha = np.zeros((a.size, m))
-        for i in range(m - 1, -1, -1):
-            alpha[:, i] = rhoa[:, i] * np.einsum("bp,bp->b", Sa[:, i], q)
-            q -= alpha[:, i, None] * Ya[:, i]
-        has_mem = rhoa[:, -1] > 0
-        # Initial inverse-Hessian scale s·y / y·y of the newest pair (= 1 / (rho · y·y)).
-        ryy = rhoa[:, -1] * np.einsum("bp,bp->b", Ya[:, -1], Ya[:, -1])
-        gamma = np.ones(a.size)
-        np.divide(1.0, ryy, out=gamma, where=has_mem & (ryy > 0))
-        r = gamma[:, None] * q
-        for i in range(m):
-            beta = rhoa[:, i] * np.einsum("bp,bp->b", Ya[:, i], r)
-            r += Sa[:, i] * (alpha[:, i] - beta)[:, None]
-        d = -r
+        d, has_mem = _two_loop_direction(ga, Sa, Ya, rhoa, m)
         gd = np.einsum("bp,bp->b", ga, d)
         bad = ~(gd < 0) | ~np.isfinite(gd)  # not a descent direction: restart from steepest descent
         if bad.any():
@@ -96,32 +81,7 @@ def _loop(fun, x, f, g, S, Y, rho, status, n_iter, active, m, max_iter, gtol, ft
         # Without curvature information the first step has unit length (as L-BFGS-B does).
         t = np.where(has_mem, 1.0, np.minimum(1.0, 1.0 / np.sqrt(-gd)))
 
-        # Backtracking line search (Armijo), all rows of the batch together.
-        x_new = np.empty_like(xa)
-        f_new = np.full(a.size, np.inf)
-        g_new = np.empty_like(ga)
-        ok = np.zeros(a.size, dtype=bool)
-        todo = np.arange(a.size)
-        for _ls in range(max_line_search):
-            xt = xa[todo] + t[todo, None] * d[todo]
-            ft, gt = fun(xt, a[todo])
-            counter[0] += todo.size
-            acc = np.isfinite(ft) & (ft <= fa[todo] + c1 * t[todo] * gd[todo])
-            idx = todo[acc]
-            x_new[idx], f_new[idx], g_new[idx] = xt[acc], ft[acc], gt[acc]
-            ok[idx] = True
-            rej = todo[~acc]
-            if rej.size == 0:
-                break
-            # Quadratic interpolation of f along d, kept within [0.1 t, 0.5 t].
-            ft_r = ft[~acc]
-            t_r = t[rej]
-            denom = 2.0 * (ft_r - fa[rej] - gd[rej] * t_r)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                t_q = -gd[rej] * t_r ** 2 / denom
-            t_q = np.where(np.isfinite(t_q), t_q, 0.5 * t_r)
-            t[rej] = np.clip(t_q, 0.1 * t_r, 0.5 * t_r)
-            todo = rej
+        x_new, f_new, g_new, ok = _line_search(fun, a, xa, fa, ga, d, gd, t, max_line_search, c1, counter)
 
         # Rows whose line search failed: retry once from steepest descent with empty memory;
         # if they already had no memory, nothing decreases f any more: stop them.
@@ -151,3 +111,54 @@ def _loop(fun, x, f, g, S, Y, rho, status, n_iter, active, m, max_iter, gtol, ft
         status[oka[gconv]] = GRADIENT
         status[oka[~gconv & rel]] = FTOL
         active = a[(ok & (status[a] == MAX_ITER)) | (failed & has_mem)]
+
+
+def _two_loop_direction(ga, Sa, Ya, rhoa, m):
+    """The L-BFGS search direction −H·g of every row by the two-loop recursion (newest pair in
+    slot m-1), and which rows have curvature pairs in memory."""
+    q = ga.copy()
+    alpha = np.zeros((ga.shape[0], m))
+    for i in range(m - 1, -1, -1):
+        alpha[:, i] = rhoa[:, i] * np.einsum("bp,bp->b", Sa[:, i], q)
+        q -= alpha[:, i, None] * Ya[:, i]
+    has_mem = rhoa[:, -1] > 0
+    # Initial inverse-Hessian scale s·y / y·y of the newest pair (= 1 / (rho · y·y)).
+    ryy = rhoa[:, -1] * np.einsum("bp,bp->b", Ya[:, -1], Ya[:, -1])
+    gamma = np.ones(ga.shape[0])
+    np.divide(1.0, ryy, out=gamma, where=has_mem & (ryy > 0))
+    r = gamma[:, None] * q
+    for i in range(m):
+        beta = rhoa[:, i] * np.einsum("bp,bp->b", Ya[:, i], r)
+        r += Sa[:, i] * (alpha[:, i] - beta)[:, None]
+    return -r, has_mem
+
+
+def _line_search(fun, a, xa, fa, ga, d, gd, t, max_line_search, c1, counter):
+    """Backtracking line search (Armijo) along `d`, all rows of the batch together; `t` (the first
+    step of each row) is shortened in place. Returns the accepted points and which rows found one."""
+    x_new = np.empty_like(xa)
+    f_new = np.full(a.size, np.inf)
+    g_new = np.empty_like(ga)
+    ok = np.zeros(a.size, dtype=bool)
+    todo = np.arange(a.size)
+    for _ls in range(max_line_search):
+        xt = xa[todo] + t[todo, None] * d[todo]
+        ft, gt = fun(xt, a[todo])
+        counter[0] += todo.size
+        acc = np.isfinite(ft) & (ft <= fa[todo] + c1 * t[todo] * gd[todo])
+        idx = todo[acc]
+        x_new[idx], f_new[idx], g_new[idx] = xt[acc], ft[acc], gt[acc]
+        ok[idx] = True
+        rej = todo[~acc]
+        if rej.size == 0:
+            break
+        # Quadratic interpolation of f along d, kept within [0.1 t, 0.5 t].
+        ft_r = ft[~acc]
+        t_r = t[rej]
+        denom = 2.0 * (ft_r - fa[rej] - gd[rej] * t_r)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_q = -gd[rej] * t_r ** 2 / denom
+        t_q = np.where(np.isfinite(t_q), t_q, 0.5 * t_r)
+        t[rej] = np.clip(t_q, 0.1 * t_r, 0.5 * t_r)
+        todo = rej
+    return x_new, f_new, g_new, ok

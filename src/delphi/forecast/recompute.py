@@ -1,9 +1,9 @@
 """`check --recompute`: evaluate a finished run's saved weights again on its validation windows.
 
 The run's exported final weights (`hf/`, written right after the final evaluation) are loaded and
-scored by the trainer's own `evaluate` on the same validation windows (`validation_sets` of the
-run's data, sequence length and `eval_windows_per_domain`), with the micro-batch size and autocast
-precision the run recorded. The result is compared with `summary.json` by `delphi.forecast.check`,
+scored by the trainer's own `evaluate_validation` on the same validation windows
+(`validation_sets` of the run's data, sequence length and `eval_windows_per_domain`), with the
+micro-batch size and autocast precision the run recorded. The result is compared with `summary.json` by `delphi.forecast.check`,
 so a summary whose loss was edited is caught even when `metrics.jsonl` was edited to match.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 from delphi.config import RunSpec
 from delphi.errors import DelphiError
 
-# summary.json metric → the key of `evaluate`'s result it was copied from
+# summary.json metric → the key of `evaluate_validation`'s result it was copied from
 EVAL_KEYS = {"loss": "macro_loss", "bpb": "macro_bpb"}
 
 
@@ -31,7 +31,7 @@ def recompute_device(summary: dict[str, Any]) -> str:
 
 
 def recompute_eval(run_dir: str | Path, *, device: str | None = None) -> dict[str, Any]:
-    """`evaluate`'s result (macro/micro loss and bpb, per domain) for the weights in
+    """`evaluate_validation`'s result (macro/micro loss and bpb, per domain) for the weights in
     `run_dir/hf`, on the run's validation windows; adds `device` and `precision` used."""
     run_dir = Path(run_dir)
     spec = RunSpec.from_json((run_dir / "run.json").read_text())
@@ -48,7 +48,8 @@ def recompute_eval(run_dir: str | Path, *, device: str | None = None) -> dict[st
     from delphi.data import prepare_data, validation_sets
     from delphi.model.hf import load_hf
     from delphi.train.distributed import DistInfo
-    from delphi.train.trainer import _micro_batch_size, evaluate
+    from delphi.train.evaluator import evaluate_validation
+    from delphi.train.trainer import _micro_batch_size
 
     device = device or recompute_device(summary)
     amp = torch.bfloat16 if summary.get("precision") == "bf16" else None
@@ -63,7 +64,7 @@ def recompute_eval(run_dir: str | Path, *, device: str | None = None) -> dict[st
         return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=amp)
 
     world = summary.get("world_size") if isinstance(summary.get("world_size"), int) else 1
-    result = evaluate(model, val, batch_size=_micro_batch_size(max(1, spec.batch_size // world)), device=device,
-                      autocast=autocast, use_doc_ids=spec.data.block_cross_document_attention,
-                      info=DistInfo(device=device))
+    result = evaluate_validation(model, val, batch_size=_micro_batch_size(max(1, spec.batch_size // world)),
+                                 device=device, autocast=autocast,
+                                 use_doc_ids=spec.data.block_cross_document_attention, info=DistInfo(device=device))
     return {**result, "device": device, "precision": "bf16" if amp is not None else "fp32"}

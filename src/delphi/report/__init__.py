@@ -12,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def build_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
+def build_report(suite_dir: str | Path, out_dir: str | Path | None = None, *, force: bool = False) -> dict[str, Path]:
     """Write report.html, report.md and figures/ for a suite directory (see delphi.report.report)."""
     from delphi.report.report import build_report as _build
 
-    return _build(suite_dir, out_dir)
+    return _build(suite_dir, out_dir, force=force)
 
 
 def model_card(spec, summary: dict | None = None, *, suite: str | None = None, role: str | None = None):

@@ -15,6 +15,7 @@ import datetime as _dt
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -433,6 +434,19 @@ RUN_FIGURE_INPUTS = ("run.json", "summary.json", "metrics.jsonl")
 FIGURE_CACHE = "figures.json"  # in the figures directory: {"inputs": key, "figures": {name: sha256 of the PNG}}
 
 
+def _run_dirs(suite_dir: Path) -> list[Path]:
+    runs = suite_dir / "runs"
+    return sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+
+
+def _hash_files(h, paths: list[Path], root: Path) -> None:
+    """Feed each file's name (relative to `root`) and content, or that it is missing, into `h`."""
+    for p in paths:
+        h.update(str(p.relative_to(root) if p.is_relative_to(root) else p.name).encode() + b"\0")
+        h.update(p.read_bytes() if p.is_file() else b"(missing)")
+        h.update(b"\0")
+
+
 def figure_inputs_key(suite_dir: Path) -> str:
     """SHA-256 over the files the figures are drawn from and the source of the modules that draw them."""
     from delphi.fit import plots as fit_plots
@@ -441,14 +455,70 @@ def figure_inputs_key(suite_dir: Path) -> str:
     h = hashlib.sha256()
     paths = [Path(fit_plots.__file__), Path(report_plots.__file__), Path(__file__)]
     paths += [suite_dir / n for n in FIGURE_INPUTS]
-    runs = suite_dir / "runs"
-    if runs.is_dir():
-        paths += [d / n for d in sorted(p for p in runs.iterdir() if p.is_dir()) for n in RUN_FIGURE_INPUTS]
-    for p in paths:
-        h.update(str(p.relative_to(suite_dir) if p.is_relative_to(suite_dir) else p.name).encode() + b"\0")
-        h.update(p.read_bytes() if p.is_file() else b"(missing)")
-        h.update(b"\0")
+    paths += [d / n for d in _run_dirs(suite_dir) for n in RUN_FIGURE_INPUTS]
+    _hash_files(h, paths, suite_dir)
     return h.hexdigest()
+
+
+# The whole report is rebuilt only when something it is built from changed: the figures' inputs,
+# the downstream forecast, which runs have exported weights (their model cards), the directories'
+# paths (the page names them) or the package's code (any change, so no reader is forgotten).
+REPORT_INPUTS = FIGURE_INPUTS + ("downstream.json", "downstream.png")
+REPORT_CACHE = "report-cache.json"  # in the output directory: {"inputs": key, "outputs": {path: sha256}}
+
+
+def report_inputs_key(suite_dir: Path, out: Path) -> str:
+    """SHA-256 over everything `build_report` reads (see REPORT_INPUTS) and the package's source."""
+    h = hashlib.sha256()
+    h.update(f"{suite_dir}\0{out}\0".encode())
+    package = Path(__file__).resolve().parents[1]
+    _hash_files(h, sorted(package.rglob("*.py")), package)
+    runs = _run_dirs(suite_dir)
+    _hash_files(h, [suite_dir / n for n in REPORT_INPUTS] + [d / n for d in runs for n in RUN_FIGURE_INPUTS],
+                suite_dir)
+    h.update("".join(f"{d.name} hf={(d / 'hf').is_dir()}\n" for d in runs).encode())
+    return h.hexdigest()
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def up_to_date_report(out: Path, key: str) -> dict[str, Path] | None:
+    """The paths of a report that an earlier `build_report` wrote from the same inputs (`key`), if
+    every one of its files is still there unchanged; None when the report must be built."""
+    try:
+        record = json.loads((out / REPORT_CACHE).read_text())
+    except (OSError, ValueError):
+        return None
+    outputs = record.get("outputs") if isinstance(record, dict) and record.get("inputs") == key else None
+    if not isinstance(outputs, dict) or "html" not in outputs:
+        return None
+    paths = {}
+    for name, entry in outputs.items():
+        if not (isinstance(entry, list) and len(entry) == 2):
+            return None
+        path = out / entry[0]
+        if _sha256(path) != entry[1]:
+            return None
+        paths[name] = path
+    return paths
+
+
+def current_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path] | None:
+    """The paths of the suite's report if it is up to date (`up_to_date_report`), else None."""
+    out = Path(out_dir if out_dir is not None else suite_dir)
+    return up_to_date_report(out, report_inputs_key(Path(suite_dir), out))
+
+
+def _record_report(out: Path, key: str, written: dict[str, Path]) -> None:
+    from delphi.files import atomic_write_json
+
+    outputs = {name: [os.path.relpath(p, out), _sha256(p)] for name, p in written.items()}
+    atomic_write_json(out / REPORT_CACHE, {"inputs": key, "outputs": outputs})
 
 
 class FigureCache:
@@ -524,15 +594,20 @@ class ReportFigures:
         return [Figure(key, title, png, f"{self.rel}/{key}.png", caption)]
 
 
-def build_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
+def build_report(suite_dir: str | Path, out_dir: str | Path | None = None, *, force: bool = False) -> dict[str, Path]:
     """Write report.html, report.md and figures/*.png (into `out_dir`, default the suite directory)
     and a model card README.md into every exported model directory. Returns the written paths:
-    keys "html", "markdown", "figure:<name>", "card:<run>"."""
-    from delphi.report.fitview import build_fit_view
+    keys "html", "markdown", "figure:<name>", "card:<run>". A report built earlier from the same
+    inputs (`report_inputs_key`) whose files are all unchanged is returned as it is, unless `force`."""
+    out = Path(out_dir if out_dir is not None else suite_dir)
+    key = report_inputs_key(Path(suite_dir), out)
+    if not force and (done := up_to_date_report(out, key)) is not None:
+        return done
+
     from delphi.report import plots
+    from delphi.report.fitview import build_fit_view
 
     suite = read_suite_dir(suite_dir)
-    out = Path(out_dir) if out_dir is not None else suite.path
     out.mkdir(parents=True, exist_ok=True)
     figdir = out / "figures"
     figdir.mkdir(exist_ok=True)
@@ -605,7 +680,8 @@ def build_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> di
     md_path.write_text(to_markdown(blocks))
     written["html"] = html_path
     written["markdown"] = md_path
+    _record_report(out, key, written)
     return written
 
 
-__all__ = ["build_report"]
+__all__ = ["build_report", "current_report"]

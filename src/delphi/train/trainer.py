@@ -29,7 +29,6 @@ from delphi.train import components, rundir, tracking
 from delphi.train import distributed as dist
 from delphi.train.checkpoint_policy import CheckpointPolicy
 from delphi.train.evaluator import Evaluator, clean_eval
-from delphi.train.evaluator import evaluate_validation as evaluate  # noqa: F401 (older import path)
 from delphi.train.hardware import describe_hardware, peak_flops_per_s, resolve_precision
 from delphi.train.metrics import MetricsLogger
 from delphi.train.progress import Progress
