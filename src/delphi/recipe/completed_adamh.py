@@ -3,7 +3,7 @@
 Every constant is a field of the frozen `Recipe` dataclass, so another scale (a CPU ladder, a
 longer context) is a `dataclasses.replace(DELPHI, ...)` away and keeps every rule:
 
-* depth      L = round(H / (depth_base + depth_log_coef·log2 H − depth_offset))
+* depth      L = round(H / (depth_base + depth_log_coef·log2 H − depth_offset)), at least min_layers
 * horizon    T = C / (3 · fpt(H))   (unrounded target tokens; all hyperparameters use it)
 * LR         lr = min(cap, η0 · sqrt(B/B0) · (T0/T)^0.3)
 * Adam LR    adam_lr = min(cap, η0,Adam · sqrt(B·T0 / (B0·T)))
@@ -121,6 +121,7 @@ class Recipe:
     depth_base: float = 64.0
     depth_log_coef: float = 4.0
     depth_offset: float = 9.0
+    min_layers: int = 1  # a floor under the depth formula (e.g. 2: one depth family along a small grid)
     rope_scaling: bool = True
     # Width search
     min_width: int = 512
@@ -171,7 +172,8 @@ class Recipe:
                               f"got {self.batch_rounding!r}")
 
     def depth(self, hidden: int) -> int:
-        return max(1, round(hidden / (self.depth_base + self.depth_log_coef * math.log2(hidden) - self.depth_offset)))
+        formula = round(hidden / (self.depth_base + self.depth_log_coef * math.log2(hidden) - self.depth_offset))
+        return max(1, self.min_layers, formula)
 
     def shape(self, hidden: int) -> ModelShape:
         if hidden % self.head_dim:

@@ -116,7 +116,7 @@ RECIPE_RULES = {
     "min_width": _WIDTH, "width_step": _WIDTH, "width_step_large": _WIDTH, "max_width": Int(2, 1 << 21),
     "target_steps": Int(1, 1 << 40), "min_batch": Int(1, 1 << 30), "max_batch": Int(1, 1 << 30),
     "depth_base": _POSITIVE, "depth_log_coef": Num(0, sane_hi=1e6), "depth_offset": Num(0, sane_hi=1e6),
-    "rope_scaling": Bool(),
+    "min_layers": Int(1, 1 << 10), "rope_scaling": Bool(),
     "large_step_above": Num(0, lo_open=True, allow_inf=True, unit="of FLOPs"),
     "max_params_floor": _POSITIVE, "max_params_ref_flops": _POSITIVE, "max_params_ceiling": _POSITIVE,
     "max_tokens_per_param": _POSITIVE, "min_tokens_per_param": Num(0),
