@@ -114,9 +114,8 @@ def test_batch_rule_halves_until_hyperparameters_in_bounds():
 def test_integer_batch_rounding_keeps_the_step_count_near_the_target():
     import dataclasses
 
-    # (the one-layer grid of this budget shows the 2× spread; the rule does not depend on depth)
-    pow2 = dataclasses.replace(CPU, batch_rounding="power_of_two", min_layers=1)
-    whole = dataclasses.replace(CPU, batch_rounding="integer", min_layers=1)
+    pow2 = dataclasses.replace(CPU, batch_rounding="power_of_two")
+    whole = dataclasses.replace(CPU, batch_rounding="integer")
     budget = 6e11
     p_steps = [c.train_steps for c in pow2.candidates(budget)]
     w = whole.candidates(budget)

@@ -27,7 +27,6 @@ name_suffix = "ci"
 min_tokens_per_param = 0.6  # 3-4 widths per budget around the optimum keeps the test short
 max_tokens_per_param = 30.0
 target_steps = 128          # fewer, larger steps than the preset's 1024: the same pipeline in less CI time
-min_layers = 1              # one-layer models: 3-4 widths fit these small budgets
 
 [grid]
 budgets = [6e10, 1e11, 2e11, 3e11]

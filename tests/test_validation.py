@@ -31,7 +31,7 @@ from delphi.sweep.suite import parse_suite
 SUITE = {
     "suite": {"name": "ci"},
     "recipe": {"preset": "cpu", "name": "ci", "name_suffix": "ci", "min_tokens_per_param": 0.6,
-               "max_tokens_per_param": 30.0, "target_steps": 128, "min_layers": 1},
+               "max_tokens_per_param": 30.0, "target_steps": 128},
     "grid": {"budgets": [6e10, 1e11, 2e11, 3e11]},
     "heldout": {"budgets": [1e12], "seeds": [0]},
     "data": {"mixture": "embedded", "tokenizer": "embedded-bpe-1k"},

@@ -7,8 +7,6 @@
   Adam, WSD 10%/20%, token-horizon LR (T0/T)^0.3, batch rule, β2/ε transfer, tokens-per-parameter
   cap); only these constants move (the measurements behind them: docs/tune.md):
     - seq_len 128, head_dim 16, vocab 1024: a 4096-token LM head alone is ~75% of a width-64 model's FLOPs.
-    - min_layers 2: one depth family along the grid; the one-layer family flattens past 1e13 where
-      two layers catch up, and a law fitted across that crossing misses (benchmarks/forecast.md).
     - widths 16–512 in steps of 16, min_tokens_per_param 0.2: each IsoFLOP curve spans its optimum.
     - target_steps 1024, min_batch 2: ~1000-step runs; halving the 512-step batch lowered the loss 0.9–1.5%.
     - batch_rounding "integer": power-of-two batches put 1–3% kinks into the IsoFLOP curves.
@@ -29,7 +27,7 @@ from delphi.recipe.completed_adamh import DELPHI, Recipe
 from delphi.validate import Bool, Int, ListOf, Num, Problems, Str, key_name, show
 
 CPU = dataclasses.replace(
-    DELPHI, name="cpu", name_suffix="cpu", seq_len=128, head_dim=16, vocab_size=1024, rope_scaling=False, min_layers=2,
+    DELPHI, name="cpu", name_suffix="cpu", seq_len=128, head_dim=16, vocab_size=1024, rope_scaling=False,
     min_width=16, width_step=16, width_step_large=16, large_step_above=float("inf"), max_width=512,
     max_params_floor=1e9, max_params_ref_flops=1e14, max_params_ceiling=1e9, min_tokens_per_param=0.2,
     target_steps=1024, batch_rounding="integer", min_batch=2, max_batch=1024, ref_batch=16.0, ref_tokens=1e6, lr0=0.0214, adam_lr0=0.0632,
