@@ -594,6 +594,41 @@ class ReportFigures:
         return [Figure(key, title, png, f"{self.rel}/{key}.png", caption)]
 
 
+def _figure_sections(suite: Suite, view, figures: ReportFigures) -> list:
+    """Sections (1)–(5): IsoFLOP curves, allocation, loss law, residuals, training curves."""
+    from delphi.report import plots
+
+    blocks: list = []
+    # (1) IsoFLOP
+    blocks.append(Heading("IsoFLOP curves", 2, "isoflop"))
+    blocks += figures.block("isoflop", lambda: plots.isoflop_figure(suite, view, figures.colors()), "IsoFLOP curves",
+                            _isoflop_caption(view))
+    if view.buckets:
+        blocks.append(_bucket_table(view))
+
+    # (2) allocation
+    blocks.append(Heading("Compute-optimal allocation", 2, "allocation"))
+    blocks += figures.block("allocation", lambda: plots.allocation_figure(suite, view, figures.colors()),
+                            "Compute-optimal N*(C) and D*(C)", ALLOCATION_CAPTION)
+    blocks += _allocation_laws(view)
+
+    # (3) loss law
+    blocks.append(Heading("Loss law and held-out forecast", 2, "loss-law"))
+    blocks += figures.block("loss_law", lambda: plots.loss_law_figure(suite, view, figures.colors()), "Loss law",
+                            _loss_law_caption(view))
+    blocks += _loss_law_facts(suite, view) + _health_blocks(suite, table=True)
+
+    # (4) residuals
+    blocks.append(Heading("Residuals", 2, "residuals"))
+    blocks += _residual_table(suite)
+
+    # (5) training curves
+    blocks.append(Heading("Training curves", 2, "training"))
+    blocks += figures.block("training", lambda: plots.training_curves_figure(suite, figures.colors()),
+                            "Training curves", TRAINING_CAPTION)
+    return blocks
+
+
 def build_report(suite_dir: str | Path, out_dir: str | Path | None = None, *, force: bool = False) -> dict[str, Path]:
     """Write report.html, report.md and figures/*.png (into `out_dir`, default the suite directory)
     and a model card README.md into every exported model directory. Returns the written paths:
@@ -604,7 +639,6 @@ def build_report(suite_dir: str | Path, out_dir: str | Path | None = None, *, fo
     if not force and (done := up_to_date_report(out, key)) is not None:
         return done
 
-    from delphi.report import plots
     from delphi.report.fitview import build_fit_view
 
     suite = read_suite_dir(suite_dir)
@@ -618,7 +652,6 @@ def build_report(suite_dir: str | Path, out_dir: str | Path | None = None, *, fo
     view = build_fit_view(suite.fit, t, ok_table=ok_grid)
     written: dict[str, Path] = {}
     figures = ReportFigures(suite, view, figdir, rel, written)
-    figure, colors = figures.block, figures.colors
 
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     title = f"Delphi suite report — {suite.name}"
@@ -627,30 +660,7 @@ def build_report(suite_dir: str | Path, out_dir: str | Path | None = None, *, fo
     blocks += [Heading("Summary", 2, "headline")] + _headline(suite, view) + _health_blocks(suite) \
         + _missing_notes(suite, view)
 
-    # (1) IsoFLOP
-    blocks.append(Heading("IsoFLOP curves", 2, "isoflop"))
-    blocks += figure("isoflop", lambda: plots.isoflop_figure(suite, view, colors()), "IsoFLOP curves", _isoflop_caption(view))
-    if view.buckets:
-        blocks.append(_bucket_table(view))
-
-    # (2) allocation
-    blocks.append(Heading("Compute-optimal allocation", 2, "allocation"))
-    blocks += figure("allocation", lambda: plots.allocation_figure(suite, view, colors()), "Compute-optimal N*(C) and D*(C)",
-                     ALLOCATION_CAPTION)
-    blocks += _allocation_laws(view)
-
-    # (3) loss law
-    blocks.append(Heading("Loss law and held-out forecast", 2, "loss-law"))
-    blocks += figure("loss_law", lambda: plots.loss_law_figure(suite, view, colors()), "Loss law", _loss_law_caption(view))
-    blocks += _loss_law_facts(suite, view) + _health_blocks(suite, table=True)
-
-    # (4) residuals
-    blocks.append(Heading("Residuals", 2, "residuals"))
-    blocks += _residual_table(suite)
-
-    # (5) training curves
-    blocks.append(Heading("Training curves", 2, "training"))
-    blocks += figure("training", lambda: plots.training_curves_figure(suite, colors()), "Training curves", TRAINING_CAPTION)
+    blocks += _figure_sections(suite, view, figures)
 
     # (6) recipe table
     blocks += [Heading("Recipe table", 2, "recipe"), _recipe_table(suite)]
