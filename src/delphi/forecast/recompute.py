@@ -3,8 +3,9 @@
 The run's exported final weights (`hf/`, written right after the final evaluation) are loaded and
 scored by the trainer's own `evaluate_validation` on the same validation windows
 (`validation_sets` of the run's data, sequence length and `eval_windows_per_domain`), with the
-micro-batch size and autocast precision the run recorded. The result is compared with `summary.json` by `delphi.forecast.check`,
-so a summary whose loss was edited is caught even when `metrics.jsonl` was edited to match.
+micro-batch size and autocast precision the run recorded. The result is compared with
+`summary.json` by `delphi.forecast.check`, so a summary whose loss was edited is caught even when
+`metrics.jsonl` was edited to match.
 """
 
 from __future__ import annotations

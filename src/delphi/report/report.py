@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from delphi import fmt
+from delphi.files import atomic_write_json, sha256_file
 from delphi.report.document import Bullets, Code, Details, Figure, Heading, Note, Para, Table, to_html, to_markdown
 from delphi.report.suite import Suite, ok_mask, read_suite_dir
 
@@ -480,13 +481,6 @@ def report_inputs_key(suite_dir: Path, out: Path) -> str:
     return h.hexdigest()
 
 
-def _sha256(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
-
-
 def up_to_date_report(out: Path, key: str) -> dict[str, Path] | None:
     """The paths of a report that an earlier `build_report` wrote from the same inputs (`key`), if
     every one of its files is still there unchanged; None when the report must be built."""
@@ -502,7 +496,10 @@ def up_to_date_report(out: Path, key: str) -> dict[str, Path] | None:
         if not (isinstance(entry, list) and len(entry) == 2):
             return None
         path = out / entry[0]
-        if _sha256(path) != entry[1]:
+        try:
+            if sha256_file(path) != entry[1]:
+                return None
+        except OSError:  # gone or unreadable: rebuild
             return None
         paths[name] = path
     return paths
@@ -515,9 +512,7 @@ def current_report(suite_dir: str | Path, out_dir: str | Path | None = None) -> 
 
 
 def _record_report(out: Path, key: str, written: dict[str, Path]) -> None:
-    from delphi.files import atomic_write_json
-
-    outputs = {name: [os.path.relpath(p, out), _sha256(p)] for name, p in written.items()}
+    outputs = {name: [os.path.relpath(p, out), sha256_file(p)] for name, p in written.items()}
     atomic_write_json(out / REPORT_CACHE, {"inputs": key, "outputs": outputs})
 
 
@@ -556,8 +551,6 @@ class FigureCache:
         self.figures[name] = hashlib.sha256(png).hexdigest() if png else ""
 
     def save(self) -> None:
-        from delphi.files import atomic_write_json
-
         atomic_write_json(self.figdir / FIGURE_CACHE, {"inputs": self.key, "figures": self.figures})
 
 
