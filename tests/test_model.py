@@ -248,6 +248,25 @@ def test_bf16_weights_forward():
         assert (out.float() - ref).abs().max() < 0.05 * ref.abs().max() + 0.02
 
 
+@pytest.mark.parametrize("masked", [False, True])
+def test_cpu_attention_runs_in_float32_under_bf16(masked):
+    """On CPU, bf16 q/k/v (autocast or bf16 weights) are attended in float32 — the fp32 kernel
+    on the upcast inputs, rounded once to bf16 — and the gradients come back in bf16."""
+    from delphi.model.qwen3 import attention
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 16, 8).bfloat16().requires_grad_() for _ in range(3))
+    mask = torch.ones(16, 16, dtype=torch.bool).tril() if masked else None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = attention(q, k, v, mask)
+    kw = dict(attn_mask=mask) if masked else dict(is_causal=True)
+    ref = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kw)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y, ref.bfloat16(), rtol=0, atol=0)
+    y.float().sum().backward()
+    assert q.grad.dtype == torch.bfloat16 and torch.isfinite(q.grad.float()).all()
+
+
 def test_tiny_model_trains_on_cpu():
     torch.manual_seed(0)
     shape = tiny(num_kv_heads=2, vocab_size=64)

@@ -132,11 +132,24 @@ class Attention(nn.Module):
             rep = self.num_heads // self.num_kv_heads
             k = k.repeat_interleave(rep, dim=1)
             v = v.repeat_interleave(rep, dim=1)
-        if mask is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = attention(q, k, v, mask)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim))
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Causal SDPA (`is_causal=True` when unmasked, so the fused kernel is taken), in q's dtype.
+
+    On CPU it always runs in float32: there torch's bf16 flash-attention kernel is 3–4× slower
+    than its float32 one at head dim 16 and sequence 128 (forward + backward, measured on AMD
+    Zen 4 and Zen 5; `benchmarks/RESULTS.md`), so a bf16 step spent a third of its time here.
+    float32 is also the more precise of the two; only the rounding of the result changes.
+    """
+    if q.device.type == "cpu" and q.dtype != torch.float32:
+        with torch.autocast("cpu", enabled=False):
+            return attention(q.float(), k.float(), v.float(), mask).to(q.dtype)
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 class MLP(nn.Module):
