@@ -3,6 +3,7 @@ this repository and by the working tree, on the same machine in one invocation.
 
     python benchmarks/suite_throughput.py --baseline 1ebc1ac
     python benchmarks/suite_throughput.py --baseline 1ebc1ac --workers 1 2 --suite benchmarks/suites/tiny-grid.toml
+    python benchmarks/suite_throughput.py --baseline 652a865 --baseline-workers 2 --workers 2 --repeats 2
 
 The suite (`benchmarks/suites/tiny-grid.toml`) pins every recipe constant, so the runs planned are
 the same for both codes. The baseline is checked out with `git worktree` into a temporary folder
@@ -10,8 +11,11 @@ and imported through PYTHONPATH (same venv, same dependencies). Each variant tra
 an empty suite directory with `delphi run SUITE --no-heldout --no-report --quiet`, one variant at a
 time (never two on the cores at once), and the variants' final losses are compared run by run: a
 faster trainer must train the same models. Prints a Markdown table: wall time, grid FLOPs per
-second, speed-up against the baseline, and the largest loss difference. Name the CPU (`lscpu`)
-with any figure you quote.
+second, speed-up against the baseline, and the largest loss difference. With `--repeats N` the
+variants are timed in turn N times (baseline, new, baseline, new, ...) and the median wall time of
+each is reported, so that a drift in the machine's speed hits both alike. `--baseline-workers`
+gives the baseline the same executor as the new code when both support it, so the ratio measures
+the code alone. Name the CPU (`lscpu`) with any figure you quote.
 """
 
 from __future__ import annotations
@@ -81,6 +85,9 @@ def main(argv=None) -> int:
     ap.add_argument("--suite", default=str(ROOT / "benchmarks" / "suites" / "tiny-grid.toml"))
     ap.add_argument("--workers", type=int, nargs="+", default=[1],
                     help="worker counts to time the working tree with (the baseline uses the suite's)")
+    ap.add_argument("--baseline-workers", type=int,
+                    help="worker count for the baseline (default: the suite's own)")
+    ap.add_argument("--repeats", type=int, default=1, help="time every variant this many times, in turn")
     ap.add_argument("--keep", help="keep the suite directories under this folder")
     args = ap.parse_args(argv)
     suite = Path(args.suite).resolve()
@@ -90,18 +97,30 @@ def main(argv=None) -> int:
     worktree = tmp / "baseline"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(worktree), args.baseline],
                    check=True, capture_output=True)
+    base_suite, base_label = suite, f"baseline {args.baseline}"
+    if args.baseline_workers:
+        (tmp / "baseline-suite").mkdir()
+        base_suite = suite_with_workers(suite, args.baseline_workers, tmp / "baseline-suite")
+        base_label += f", {args.baseline_workers} worker(s)"
+    variants = [(base_label, base_suite, "baseline", str(worktree / "src"))]
+    variants += [(f"working tree, {w} worker(s)", suite_with_workers(suite, w, tmp), f"new-w{w}", None)
+                 for w in args.workers]
     try:
-        results = [run_variant(f"baseline {args.baseline}", suite, keep / "baseline", str(worktree / "src"))]
-        for w in args.workers:
-            results.append(run_variant(f"working tree, {w} worker(s)", suite_with_workers(suite, w, tmp),
-                                       keep / f"new-w{w}", None))
+        timings: dict[str, list[dict]] = {label: [] for label, *_ in variants}
+        for rep in range(args.repeats):
+            for label, suite_file, folder, pythonpath in variants:
+                out = keep / (folder if args.repeats == 1 else f"{folder}-r{rep}")
+                timings[label].append(run_variant(label, suite_file, out, pythonpath))
+        # The median run by wall time stands for each variant (its losses and step times with it).
+        results = [sorted(ts, key=lambda r: r["wall_s"])[(len(ts) - 1) // 2] for ts in timings.values()]
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)], capture_output=True)
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
     base = results[0]
     print()
-    print(f"CPU: {cpu_name()}; suite `{Path(args.suite).name}` ({len(base['runs'])} runs, {base['flops']:.3g} FLOPs)")
+    print(f"CPU: {cpu_name()}; suite `{Path(args.suite).name}` ({len(base['runs'])} runs, {base['flops']:.3g} FLOPs)"
+          + (f"; per variant the lower median of {args.repeats} timings" if args.repeats > 1 else ""))
     print()
     print("| code | wall time | grid FLOP/s | speed-up | training steps alone | max \\|Δ loss\\| vs baseline |")
     print("|---|---:|---:|---:|---:|---:|")

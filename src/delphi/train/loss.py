@@ -47,11 +47,9 @@ def bits_per_byte(loss_sum_nats: float, num_bytes: float) -> float:
 
 # ---- fused LM head + loss -----------------------------------------------------------------------
 
-# Rows of logits materialised at a time: 256K float32 elements (1 MB), the L2 cache of one core on
-# AMD Zen 4/5 (2 MB on Intel Sapphire Rapids), small next to activations on GPUs. On Zen 5 the
-# fused loss at width 16–64 took 1.1–1.7× longer with 2 MB chunks, which spill to L3 (128K:
-# slower again, more chunks). Independent of the result up to float rounding.
-FUSED_CHUNK_ELEMENTS = 1 << 18
+# Rows of logits materialised at a time: 512K float32 elements (2 MB), about an L2/L3-sized tile on
+# CPUs and small next to activations on GPUs. Independent of the result (up to float rounding).
+FUSED_CHUNK_ELEMENTS = 1 << 19
 
 
 class _FusedLinearLoss(torch.autograd.Function):

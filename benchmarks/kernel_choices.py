@@ -1,0 +1,102 @@
+"""Two CPU kernel choices of the trainer, re-measured on the machine at hand.
+
+1. Attention precision: torch's CPU flash-attention (SDPA, causal, forward + backward) on bf16
+   inputs vs the same inputs upcast to float32 — why `delphi.model.qwen3.attention` runs in float32
+   on CPU even under bf16 autocast.
+2. Fused-loss chunk size: `delphi.train.loss.fused_linear_lm_loss` (bf16 head matmuls, float32
+   softmax) with 128K, 256K and 512K logits per chunk (`FUSED_CHUNK_ELEMENTS` is 512K, 2 MB).
+
+    python benchmarks/kernel_choices.py
+    python benchmarks/kernel_choices.py --threads 2 --repeats 15
+
+Shapes are those of the `cpu` recipe's grid (head dim 16, sequence 128, vocab 1024). Variants are
+timed in turn within each repeat and the median is printed, so drift in the machine's speed hits
+them alike. One thread by default, as each worker of a CPU sweep trains with one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+import delphi.train.loss as loss_module
+
+# (sequences, heads) of grid steps: width 16 at batch 51, width 48 at 13, width 112 at 4, width 64 at 86
+ATTENTION_SHAPES = [(51, 1), (13, 3), (4, 7), (86, 4)]
+# (width, sequences) for the fused loss
+LOSS_SHAPES = [(16, 51), (16, 5), (48, 13), (64, 86), (112, 4)]
+CHUNKS = [1 << 17, 1 << 18, 1 << 19]
+
+
+def interleaved_median_ms(variants: dict, repeats: int) -> dict[str, float]:
+    for fn in variants.values():
+        fn()
+    times = {k: [] for k in variants}
+    for _ in range(repeats):
+        for k, fn in variants.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: 1000 * statistics.median(v) for k, v in times.items()}
+
+
+def attention_table(repeats: int):
+    print("| sequences × heads | bf16 flash | float32 (upcast) | float32 vs bf16 |")
+    print("|---|---:|---:|---:|")
+    for B, h in ATTENTION_SHAPES:
+        q, k, v = (torch.randn(B, h, 128, 16, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+
+        def bf16():
+            F.scaled_dot_product_attention(q, k, v, is_causal=True).float().sum().backward()
+
+        def fp32():
+            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)
+            y.to(torch.bfloat16).float().sum().backward()
+
+        ms = interleaved_median_ms({"bf16": bf16, "fp32": fp32}, repeats)
+        print(f"| {B} × {h} | {ms['bf16']:.2f} ms | {ms['fp32']:.2f} ms | {ms['bf16'] / ms['fp32']:.2f}× faster |")
+
+
+def chunk_table(repeats: int):
+    print("| width, sequences | " + " | ".join(f"{c >> 10}K elements" for c in CHUNKS) + " |")
+    print("|---|" + "---:|" * len(CHUNKS))
+    saved = loss_module.FUSED_CHUNK_ELEMENTS
+    try:
+        for H, B in LOSS_SHAPES:
+            n = B * 128
+            h = torch.randn(n, H, dtype=torch.bfloat16)
+            w = torch.randn(1024, H) * 0.1
+            y = torch.randint(0, 1024, (n,))
+
+            def with_chunk(c):
+                def fn():
+                    loss_module.FUSED_CHUNK_ELEMENTS = c
+                    loss_module.fused_linear_lm_loss(h, w, y, 1e-7, torch.bfloat16)
+                return fn
+
+            ms = interleaved_median_ms({c: with_chunk(c) for c in CHUNKS}, repeats)
+            print(f"| {H}, {B} | " + " | ".join(f"{ms[c]:.2f} ms" for c in CHUNKS) + " |")
+    finally:
+        loss_module.FUSED_CHUNK_ELEMENTS = saved
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=11)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} thread(s), CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    print()
+    attention_table(args.repeats)
+    print()
+    chunk_table(args.repeats)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
