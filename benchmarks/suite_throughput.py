@@ -12,8 +12,8 @@ an empty suite directory with `delphi run SUITE --no-heldout --no-report --quiet
 time (never two on the cores at once), and the variants' final losses are compared run by run: a
 faster trainer must train the same models. Prints a Markdown table: wall time, grid FLOPs per
 second, speed-up against the baseline, and the largest loss difference. With `--repeats N` the
-variants are timed in turn N times (baseline, new, baseline, new, ...) and the median wall time of
-each is reported, so that a drift in the machine's speed hits both alike. `--baseline-workers`
+variants are timed in turn N times (baseline, new, baseline, new, ...) and the (lower) median wall
+time of each is reported, so that a drift in the machine's speed hits both alike. `--baseline-workers`
 gives the baseline the same executor as the new code when both support it, so the ratio measures
 the code alone. Name the CPU (`lscpu`) with any figure you quote.
 """

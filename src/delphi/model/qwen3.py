@@ -139,14 +139,18 @@ class Attention(nn.Module):
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Causal SDPA (`is_causal=True` when unmasked, so the fused kernel is taken), in q's dtype.
 
-    On CPU it always runs in float32: there torch's bf16 flash-attention kernel is 3–4× slower
-    than its float32 one at head dim 16 and sequence 128 (forward + backward, measured on AMD
-    Zen 4 and Zen 5; `benchmarks/RESULTS.md`), so a bf16 step spent a third of its time here.
+    On CPU it always runs in float32, autocast or not: there torch's bf16 flash-attention kernel is
+    2.6–3.4× slower than its float32 one at head dim 16 and sequence 128 (forward + backward, AMD
+    Zen 5; `benchmarks/kernel_choices.py`), and a bf16 grid step spent a third of its time in it.
     float32 is also the more precise of the two; only the rounding of the result changes.
     """
-    if q.device.type == "cpu" and q.dtype != torch.float32:
-        with torch.autocast("cpu", enabled=False):
-            return attention(q.float(), k.float(), v.float(), mask).to(q.dtype)
+    if q.device.type != "cpu":
+        return _sdpa(q, k, v, mask)
+    with torch.autocast("cpu", enabled=False):  # autocast would cast SDPA's inputs back to bf16
+        return _sdpa(q.float(), k.float(), v.float(), mask).to(q.dtype)
+
+
+def _sdpa(q, k, v, mask):
     if mask is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
