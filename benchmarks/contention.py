@@ -1,6 +1,6 @@
 """A 2-thread training step sharing the CPU with another process: how much slower, by OpenMP setting.
 
-    python benchmarks/contention.py [--shapes g64 g112] [--precision bf16] [--steps 30]
+    python benchmarks/contention.py [--shapes g64 g112] [--precision bf16] [--steps 30] [--repeats 3]
 
 Each case is a fresh process (OpenMP reads its settings once, at start-up) that times the
 trainer's eager step (`train_throughput.ours`: fused loss + AdamH) on one grid shape with 2
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -50,27 +51,35 @@ def main() -> None:
     ap.add_argument("--shapes", nargs="+", default=["g64", "g112"])
     ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--repeats", type=int, default=1, help="rounds over the policies, interleaved; medians reported")
     ap.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
     args = ap.parse_args()
-    rows = []
-    for shape in args.shapes:
-        for policy in args.policies:
-            extra = POLICIES[policy]
-            alone = step_time(shape, args.precision, args.steps, extra)
-            busy = subprocess.Popen([sys.executable, "-c", COMPETITOR])
-            try:
-                time.sleep(0.5)
-                shared = step_time(shape, args.precision, args.steps, extra)
-            finally:
-                busy.kill()
-                busy.wait()
-            rows.append((shape, policy, alone, shared))
-            print(f"{shape} {policy}: alone {1e3 * alone:.1f} ms, sharing {1e3 * shared:.1f} ms "
-                  f"({shared / alone:.2f}x)", flush=True)
-    print(f"\n| shape | OpenMP wait policy | step alone | step sharing one core | slowdown |\n|---|---|---:|---:|---:|")
-    for shape, policy, alone, shared in rows:
-        print(f"| {shape} | {policy} | {1e3 * alone:.1f} ms | {1e3 * shared:.1f} ms | {shared / alone:.2f}x |")
-
+    # Rounds interleave the policies (default, passive, default, passive, ...) so that a slow
+    # spell of the machine falls on every policy alike; each cell is the median over rounds.
+    times: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
+    for r in range(args.repeats):
+        for shape in args.shapes:
+            for policy in args.policies:
+                extra = POLICIES[policy]
+                alone = step_time(shape, args.precision, args.steps, extra)
+                busy = subprocess.Popen([sys.executable, "-c", COMPETITOR])
+                try:
+                    time.sleep(0.5)
+                    shared = step_time(shape, args.precision, args.steps, extra)
+                finally:
+                    busy.kill()
+                    busy.wait()
+                a, b = times.setdefault((shape, policy), ([], []))
+                a.append(alone)
+                b.append(shared)
+                print(f"round {r + 1}: {shape} {policy}: alone {1e3 * alone:.1f} ms, sharing {1e3 * shared:.1f} ms "
+                      f"({shared / alone:.2f}x)", flush=True)
+    print(f"\n| shape | OpenMP wait policy | step alone | step sharing one core | slowdown | alone vs default |"
+          f"\n|---|---|---:|---:|---:|---:|")
+    for (shape, policy), (alone, shared) in times.items():
+        a, b = statistics.median(alone), statistics.median(shared)
+        base = statistics.median(times[(shape, args.policies[0])][0])
+        print(f"| {shape} | {policy} | {1e3 * a:.1f} ms | {1e3 * b:.1f} ms | {b / a:.2f}x | {a / base:.2f}x |")
 
 if __name__ == "__main__":
     main()

@@ -91,3 +91,36 @@ def test_a_worker_killed_mid_run_fails_that_run_only(tmp_path):
     assert "exited with code" in read_summary(runs / first.name)["reason"]
     again = execute([first, second], runs, ExecutorSettings(kind="local"), progress=False, retry_failed=True)
     assert [o.status for o in again] == ["completed", "completed"] and [o.ran for o in again] == [True, False]
+
+
+def test_multithreaded_workers_sleep_at_barriers_only_when_the_cpu_is_shared(monkeypatch, capsys):
+    import subprocess
+    import sys
+    import time
+
+    from delphi.sweep import executors
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    # A real competitor: one core kept busy is seen by the /proc/stat sample.
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        load = executors.busy_cores()
+    finally:
+        busy.kill()
+        busy.wait()
+    assert load is not None and load >= executors.BUSY_CORES_FOR_PASSIVE
+    # The decision: passive only for multi-threaded workers on a shared CPU, and never over the
+    # user's own OpenMP setting; the worker environment carries it.
+    monkeypatch.setattr(executors, "busy_cores", lambda seconds=0.25: 1.0)
+    assert executors.wait_policy_passive(threads=2, workers=1)
+    assert "OMP_WAIT_POLICY=PASSIVE" in capsys.readouterr().err
+    assert not executors.wait_policy_passive(threads=1, workers=2)
+    assert executors.worker_env(2, passive=True)["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert "OMP_WAIT_POLICY" not in executors.worker_env(2)
+    monkeypatch.setattr(executors, "busy_cores", lambda seconds=0.25: 0.1)
+    assert not executors.wait_policy_passive(threads=2, workers=1)
+    monkeypatch.setattr(executors, "busy_cores", lambda seconds=0.25: 1.0)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert not executors.wait_policy_passive(threads=2, workers=1)

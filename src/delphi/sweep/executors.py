@@ -130,11 +130,53 @@ def worker_command(run_dir: Path | None) -> list[str]:
     return [sys.executable, "-m", "delphi.sweep.worker", str(run_dir) if run_dir is not None else "--serve"]
 
 
-def worker_env(threads: int) -> dict[str, str]:
+def worker_env(threads: int, passive: bool = False) -> dict[str, str]:
     env = dict(os.environ)
     env["DELPHI_THREADS"] = str(threads)
     env["OMP_NUM_THREADS"] = str(threads)
+    if passive:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
     return env
+
+
+# Other processes using at least this many cores when multi-threaded workers start make them
+# sleep at OpenMP barriers instead of spinning (measured: benchmarks/RESULTS.md, "sharing").
+BUSY_CORES_FOR_PASSIVE = 0.5
+
+
+def busy_cores(seconds: float = 0.25) -> float | None:
+    """Cores in use by every process on the machine over the next `seconds` (Linux /proc/stat;
+    None elsewhere). The caller samples while it is itself idle, so this is other processes' load."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]), idle
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / (total1 - total0))
+
+
+def wait_policy_passive(threads: int, workers: int) -> bool:
+    """Whether multi-threaded workers should sleep at OpenMP barriers: only when other processes
+    already hold a share of the cores (spinning threads then wait on descheduled ones, 2.8-3x
+    slower per step; sleeping ones 1.2-1.4x) and the user has not chosen a policy. On an idle
+    machine spinning stays, it is 24-33% faster there."""
+    if threads <= 1 or "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        return False
+    load = busy_cores()
+    if load is None or load < BUSY_CORES_FOR_PASSIVE:
+        return False
+    print(f"cpu: other processes are using {load:.1f} of {os.cpu_count()} cores: {workers} worker(s) x "
+          f"{threads} threads sleep at OpenMP barriers (OMP_WAIT_POLICY=PASSIVE; set it yourself to choose)",
+          file=sys.stderr, flush=True)
+    return True
 
 
 def record_failure(run_dir: Path, spec: RunSpec, reason: str) -> None:
@@ -172,10 +214,11 @@ def execute(specs: Sequence[RunSpec], runs_dir: Path, settings: ExecutorSettings
     # suite gets both cores.
     s = settings
     threads = s.threads_per_worker or max(1, (os.cpu_count() or 1) // max(1, min(s.workers, len(todo))))
+    passive = s.kind == "local" and bool(todo) and wait_policy_passive(threads, min(s.workers, len(todo)))
     monitor = SweepMonitor(specs, runs_dir, done={n for n in outcomes}, enabled=progress, label=label)
     with monitor:
         if s.kind == "local":
-            results = _run_local(todo, runs_dir, s.workers, threads, monitor)
+            results = _run_local(todo, runs_dir, s.workers, threads, monitor, passive)
         else:  # "ray" (ExecutorSettings admits no other kind)
             results = _run_ray(todo, runs_dir, threads, s.address, s.cpus_per_run, s.gpus_per_run, monitor)
     for spec, (rc, err) in zip(todo, results):
@@ -191,11 +234,11 @@ def execute(specs: Sequence[RunSpec], runs_dir: Path, settings: ExecutorSettings
 class _ServeWorker:
     """A long-lived `python -m delphi.sweep.worker --serve` process that trains one run at a time."""
 
-    def __init__(self, threads: int, first_run_dir: Path):
+    def __init__(self, threads: int, first_run_dir: Path, passive: bool = False):
         # Until its first run redirects them, the worker's stderr (an import failure, say) goes to
         # the first run's worker.log, as a one-run process's would.
         with open(first_run_dir / "worker.log", "ab") as err:
-            self.proc = subprocess.Popen(worker_command(None), env=worker_env(threads), stdin=subprocess.PIPE,
+            self.proc = subprocess.Popen(worker_command(None), env=worker_env(threads, passive), stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=err, preexec_fn=_pdeathsig)
         self.job: tuple[int, Path] | None = None
 
@@ -209,7 +252,8 @@ class _ServeWorker:
             self.proc.stdin.close()  # end of input: an idle worker exits
 
 
-def _run_local(todo: list[RunSpec], runs_dir: Path, workers: int, threads: int, monitor: "SweepMonitor"):
+def _run_local(todo: list[RunSpec], runs_dir: Path, workers: int, threads: int, monitor: "SweepMonitor",
+               passive: bool = False):
     """Train `todo` on up to `workers` long-lived worker processes. With several workers the
     longest runs start first, so the sweep does not end waiting on one straggler."""
     order = sorted(range(len(todo)), key=lambda i: -todo[i].flops) if workers > 1 else list(range(len(todo)))
@@ -222,7 +266,7 @@ def _run_local(todo: list[RunSpec], runs_dir: Path, workers: int, threads: int, 
             while pending and len(busy) < workers:
                 i, spec = pending.pop(0)
                 run_dir = runs_dir / spec.name
-                w = idle.pop() if idle else _ServeWorker(threads, run_dir)
+                w = idle.pop() if idle else _ServeWorker(threads, run_dir, passive)
                 w.send(i, run_dir)
                 busy[w.proc.stdout.fileno()] = w
                 monitor.started(spec.name)
