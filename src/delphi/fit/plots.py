@@ -301,6 +301,9 @@ def draw_loss_law(ax, law, optima: Sequence[tuple[float, float]], colors: dict[f
 def _draw_marks(ax, marks: Sequence[Mark], forecast_label: str) -> None:
     shown_f = shown_a = False
     stacked: dict[float, int] = {}  # marks of one compute (seeds) share an x: stack their notes
+    # Notes go right of the largest compute's marks and left of the others, so that the notes of
+    # two held-out budgets half a decade apart do not run into each other.
+    last = max((m.flops for m in marks if m.note), default=None)
     for m in marks:
         if m.forecast is not None:
             f = m.forecast
@@ -319,8 +322,9 @@ def _draw_marks(ax, marks: Sequence[Mark], forecast_label: str) -> None:
             k = stacked.get(key, 0)
             stacked[key] = k + 1
             y = m.actual if m.actual is not None else m.forecast
-            ax.annotate(m.note, (m.flops, y), xytext=(16, -3 - 11 * k), textcoords="offset points", fontsize=8.5,
-                        color=RED)
+            right = m.flops == last
+            ax.annotate(m.note, (m.flops, y), xytext=(16 if right else -16, -3 - 11 * k), textcoords="offset points",
+                        fontsize=8.5, color=RED, ha="left" if right else "right")
 
 
 def draw_residuals(ax, law, flops: Sequence[float], values: Sequence[float], colors: dict[float, Any], *,
