@@ -38,6 +38,10 @@ SHAPES = {
     "g16": (16, 1, 1, 1024, 128, 32),
     "g64": (64, 1, 4, 1024, 128, 64),
     "g112": (112, 1, 7, 1024, 128, 128),
+    # held-out runs of `micro` (3e13 FLOPs) and of its 256-token arm (9e13): the shapes that
+    # compile = "auto" compiles
+    "h96": (96, 1, 6, 1024, 128, 141),
+    "h112s256": (112, 1, 7, 1024, 256, 152),
 }
 
 
