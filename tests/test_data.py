@@ -393,3 +393,23 @@ def test_unigram_baseline_scores_validation_windows_by_training_frequencies(prep
         assert base[f"bpb/{d}"] == pytest.approx(nats / val[d].num_bytes / np.log(2))
         assert 0 < base[f"loss/{d}"] < np.log(V) + 1  # about a uniform guess at most, on held-out text
     assert base["loss"] == pytest.approx(np.mean([base[f"loss/{d}"] for d in prepared.domains]))
+
+
+def test_data_repeat_notes_name_runs_that_outgrow_the_mixture(prepared):
+    import types
+    import warnings
+
+    from delphi.sweep.pipeline import data_repeat_notes
+
+    # Where the loader really starts repeating: draw batches until its DataRepeatWarning.
+    loader, drawn = PackedLoader(prepared, SEQ, 4, seed=0), 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        while not any(issubclass(w.category, DataRepeatWarning) for w in caught):
+            loader.next_batch()
+            drawn += 4 * SEQ
+    limit = prepared.tokens_before_repeat()
+    assert abs(drawn - limit) <= 0.15 * limit
+    small, large = types.SimpleNamespace(name="small", tokens=limit // 2), types.SimpleNamespace(name="big", tokens=2 * limit)
+    notes = data_repeat_notes([small, large], prepared)
+    assert len(notes) == 1 and notes[0].startswith("big reads") and "repeats" in notes[0]

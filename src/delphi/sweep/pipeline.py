@@ -294,7 +294,26 @@ def register_heldout(suite: SuiteSpec, d: Path, fit: dict[str, Any], progress: b
                                f"({f['extrapolation']:.0f}× the largest fitted budget), entry {entry['hash'][:12]}")
             specs.append(type(spec).from_dict({**entry["run_spec"],
                                                "tags": {**entry["run_spec"]["tags"], "ledger_entry": entry["hash"]}}))
+    from delphi.data.shards import prepare_data
+
+    for line in data_repeat_notes(specs, prepare_data(suite.data, progress=False)):
+        _say(progress, f"[yellow]data[/]: {line}")
     return specs
+
+
+def data_repeat_notes(specs, prepared) -> list[str]:
+    """One line per run that will read more tokens than the mixture yields before a domain
+    repeats (its loss then includes a second epoch over part of the data, which a law fitted on
+    single-epoch runs does not model), naming the domain that runs out first."""
+    limit = prepared.tokens_before_repeat()
+    first = min(prepared.weights, key=lambda d: prepared.train[d].num_tokens / prepared.weights[d])
+    out = []
+    for spec in specs:
+        if spec.tokens > limit:
+            out.append(f"{spec.name} reads {spec.tokens / 1e6:.1f}M tokens, more than the {limit / 1e6:.1f}M "
+                       f"the mixture yields before domain {first!r} repeats: part of it trains on repeated data "
+                       f"(a larger corpus in [data] mixture avoids it)")
+    return out
 
 
 def downstream_stage(suite: SuiteSpec, d: Path, table, progress: bool):
