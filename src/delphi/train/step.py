@@ -16,7 +16,9 @@ from delphi.train.loss import lm_loss
 
 def resolve_compile(mode: str, device: str, spec: RunSpec, info: dist.DistInfo) -> bool:
     """torch.compile where it pays: always on CUDA; on CPU only for runs long enough to amortise
-    the one-off compile (~20–60 s on 2 cores; it buys ~1.1–1.3× per step, see benchmarks)."""
+    the one-off compile (~25–120 s on 2 cores with a cold inductor cache, well under a second
+    warm; it buys 1.4–1.5× per step on the held-out shapes of `micro`, less on small grid
+    shapes; benchmarks/RESULTS.md)."""
     if mode == "on":
         return True
     if mode == "off":
