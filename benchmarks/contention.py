@@ -81,5 +81,6 @@ def main() -> None:
         base = statistics.median(times[(shape, args.policies[0])][0])
         print(f"| {shape} | {policy} | {1e3 * a:.1f} ms | {1e3 * b:.1f} ms | {b / a:.2f}x | {a / base:.2f}x |")
 
+
 if __name__ == "__main__":
     main()

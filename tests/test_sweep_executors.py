@@ -1,9 +1,13 @@
 """The local and Ray executors produce identical run directories; failures are recorded, not fatal."""
 
 import json
+import subprocess
+import sys
+import time
 
 from delphi.config import DataSpec
 from delphi.recipe import get_recipe
+from delphi.sweep import executors
 from delphi.sweep.executors import ExecutorSettings, execute, read_summary
 
 DATA = DataSpec(mixture="embedded", tokenizer="embedded-bpe-1k")
@@ -94,12 +98,6 @@ def test_a_worker_killed_mid_run_fails_that_run_only(tmp_path):
 
 
 def test_multithreaded_workers_sleep_at_barriers_only_when_the_cpu_is_shared(monkeypatch, capsys):
-    import subprocess
-    import sys
-    import time
-
-    from delphi.sweep import executors
-
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     # A real competitor: one core kept busy is seen by the /proc/stat sample.

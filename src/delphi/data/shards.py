@@ -472,9 +472,14 @@ class PreparedData:
     def total_train_tokens(self) -> int:
         return sum(self.train_tokens.values())
 
+    def first_to_repeat(self) -> str:
+        """The domain a loader drawing by the mixture weights runs out of first."""
+        return min(self.weights, key=lambda d: self.train[d].num_tokens / self.weights[d])
+
     def tokens_before_repeat(self) -> int:
         """Tokens a loader drawing by the mixture weights yields before any domain repeats."""
-        return int(min(self.train[d].num_tokens / w for d, w in self.weights.items()))
+        d = self.first_to_repeat()
+        return int(self.train[d].num_tokens / self.weights[d])
 
     def summary(self) -> list[dict]:
         rows = []

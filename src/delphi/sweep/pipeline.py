@@ -50,7 +50,7 @@ def run_suite(suite: SuiteSpec, *, retry_failed: bool = False, progress: bool = 
     from delphi.data import prepare_data
 
     _say(progress, f"[bold]suite {suite.name}[/]: preparing data ({suite.data.mixture}, {suite.data.tokenizer})")
-    prepare_data(suite.data, progress=progress)
+    prepared = prepare_data(suite.data, progress=progress)
 
     grid = suite.grid_specs()
     _say(progress, f"[bold]grid[/]: {len(grid)} runs over budgets "
@@ -74,6 +74,10 @@ def run_suite(suite: SuiteSpec, *, retry_failed: bool = False, progress: bool = 
 
     if heldout:
         specs = register_heldout(suite, d, fit, progress)
+        from rich.markup import escape
+
+        for line in data_repeat_notes(specs, prepared):
+            _say(progress, f"[yellow]data[/]: {escape(line)}")  # the line names "[data] mixture"
         execute(specs, runs_dir, suite.executor, label="held-out", **run_kw)
         table = collect(runs_dir)
         write_table(table, d / "runs.csv")
@@ -294,10 +298,6 @@ def register_heldout(suite: SuiteSpec, d: Path, fit: dict[str, Any], progress: b
                                f"({f['extrapolation']:.0f}× the largest fitted budget), entry {entry['hash'][:12]}")
             specs.append(type(spec).from_dict({**entry["run_spec"],
                                                "tags": {**entry["run_spec"]["tags"], "ledger_entry": entry["hash"]}}))
-    from delphi.data.shards import prepare_data
-
-    for line in data_repeat_notes(specs, prepare_data(suite.data, progress=False)):
-        _say(progress, f"[yellow]data[/]: {line}")
     return specs
 
 
@@ -305,8 +305,7 @@ def data_repeat_notes(specs, prepared) -> list[str]:
     """One line per run that will read more tokens than the mixture yields before a domain
     repeats (its loss then includes a second epoch over part of the data, which a law fitted on
     single-epoch runs does not model), naming the domain that runs out first."""
-    limit = prepared.tokens_before_repeat()
-    first = min(prepared.weights, key=lambda d: prepared.train[d].num_tokens / prepared.weights[d])
+    limit, first = prepared.tokens_before_repeat(), prepared.first_to_repeat()
     out = []
     for spec in specs:
         if spec.tokens > limit:
