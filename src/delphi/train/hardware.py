@@ -69,6 +69,49 @@ def resolve_precision(precision: str, device: str) -> torch.dtype | None:
     return None
 
 
+# glibc's malloc serves blocks above its mmap threshold (128 KB, raised on the fly only up to the
+# size of the last freed mmapped block) with fresh mmap()s and gives freed heap tops back to the
+# kernel, so a training step that allocates and frees the same few-MB activations, logit chunks
+# and gradients every step pays a page fault for every 4 KB of them, every step: ~1,700 faults a
+# step and ~30% of a width-16 grid step on 2 cores (benchmarks/RESULTS.md, "Allocator"). Serving
+# blocks up to 32 MB (glibc's ceiling for this setting on 64-bit) from the heap and keeping up to
+# 1 GB of freed heap makes the memory of one step the memory of the next, as jemalloc or tcmalloc
+# would, without preloading a library. The numbers only move where and when memory is reused,
+# never a result.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+_MMAP_THRESHOLD_BYTES = 32 << 20
+_TRIM_THRESHOLD_BYTES = 1 << 30
+_ALLOCATOR_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
+
+
+@lru_cache(maxsize=1)
+def keep_freed_memory() -> str:
+    """Make this process's glibc allocator reuse freed memory instead of returning it to the kernel
+    (see above); once per process. Returns what the allocator is, for `summary.json`.
+
+    Left alone: another allocator preloaded (`LD_PRELOAD`), any glibc malloc setting in the
+    environment (the user's choice wins), `DELPHI_MALLOC=default`, and non-glibc platforms."""
+    preload = os.environ.get("LD_PRELOAD", "")
+    for name in ("jemalloc", "tcmalloc", "mimalloc"):
+        if name in preload:
+            return f"{name} (preloaded)"
+    if os.environ.get("DELPHI_MALLOC", "") == "default":
+        return "glibc default (DELPHI_MALLOC=default)"
+    if any(k in os.environ for k in _ALLOCATOR_ENV):
+        return "glibc, settings from the environment"
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return "system default"
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = (libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES) == 1
+              and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES) == 1)
+    except (OSError, AttributeError):
+        return "glibc default (mallopt unavailable)"
+    return "glibc, freed memory kept (mmap threshold 32 MB, trim threshold 1 GB)" if ok else "glibc default"
+
+
 def describe_hardware(device: str = "cpu") -> dict:
     """What the run's decisions were based on: device, CPU model, the vector ISA ATen dispatches to
     (`ATEN_CPU_CAPABILITY` can lower it) and whether bf16 matmuls are native.

@@ -29,7 +29,7 @@ from delphi.train import components, rundir, tracking
 from delphi.train import distributed as dist
 from delphi.train.checkpoint_policy import CheckpointPolicy
 from delphi.train.evaluator import Evaluator, clean_eval
-from delphi.train.hardware import describe_hardware, peak_flops_per_s, resolve_precision
+from delphi.train.hardware import describe_hardware, keep_freed_memory, peak_flops_per_s, resolve_precision
 from delphi.train.metrics import MetricsLogger
 from delphi.train.progress import Progress
 from delphi.train.state import DivergenceGuard, RunState  # noqa: F401 (DivergenceGuard: older import path)
@@ -111,8 +111,9 @@ class Trainer:
         self.t_start, self.wall_offset = time.perf_counter(), 0.0
         self.state = RunState()
         threads = dist.configure_threads(info)  # before anything runs a kernel
+        allocator = keep_freed_memory()  # before the step's memory is first allocated
         self.env = Environment(amp_dtype=resolve_precision(spec.precision, self.device), world_size=info.world_size,
-                               threads=threads, hardware=describe_hardware(self.device))
+                               threads=threads, hardware={**describe_hardware(self.device), "allocator": allocator})
         if self.device.startswith("cuda"):
             # fp32 matmuls on tensor cores (TF32) where bf16 autocast does not already cover them.
             torch.set_float32_matmul_precision("high")
