@@ -72,8 +72,9 @@ def resolve_precision(precision: str, device: str) -> torch.dtype | None:
 # glibc's malloc serves blocks above its mmap threshold (128 KB, raised on the fly only up to the
 # size of the last freed mmapped block) with fresh mmap()s and gives freed heap tops back to the
 # kernel, so a training step that allocates and frees the same few-MB activations, logit chunks
-# and gradients every step pays a page fault for every 4 KB of them, every step: ~1,700 faults a
-# step and ~30% of a width-16 grid step on 2 cores (benchmarks/RESULTS.md, "Allocator"). Serving
+# and gradients every step pays a page fault for every 4 KB of them, every step: ~2,000 faults a
+# grid-shape step and 1.2-1.3x its time in a fresh process, 1.2x the time of `tiny`'s held-out run
+# (benchmarks/RESULTS.md, "Allocator"; the grid's long-lived workers gained little). Serving
 # blocks up to 32 MB (glibc's ceiling for this setting on 64-bit) from the heap and keeping up to
 # 1 GB of freed heap makes the memory of one step the memory of the next, as jemalloc or tcmalloc
 # would, without preloading a library. The numbers only move where and when memory is reused,
