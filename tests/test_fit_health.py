@@ -58,6 +58,11 @@ def test_off_centre_vertices_say_which_budgets_and_which_way():
     advice = h.advice()
     assert advice[0].startswith("add narrower widths at budgets 1e+17, 3e+17, 1e+18, 3e+18, 1e+19")
     assert len(advice) <= 2
+    iso = fit_isoflop(t, "loss")
+    narrowest = int(t["hidden_size"].min())
+    at_edge = H._bracketing(iso, narrowest_width=narrowest)
+    assert at_edge.advice.startswith("at budgets 1e+17, 3e+17, 1e+18, 3e+18, 1e+19 the optimum is at or beyond "
+                                     f"the narrowest width, {narrowest}, and no narrower width exists")
     wide = health_of(grid(np.geomspace(1 / 16, 0.5, 5)))
     assert wide.advice()[0].startswith("add wider widths")
 
@@ -72,6 +77,12 @@ def test_per_side_counts_and_one_sided_vertices():
     assert one.n_above == 1 and "vertex_one_sided" in one.flags
     assert H.bucket_problem(one) == ("only 1 run narrower than the optimum (narrowest width 32)", "narrower")
     assert H.bucket_line(one).endswith("add narrower widths at this budget")
+    # At the narrowest width a model can have (its head dim), the advice says so instead.
+    at_edge = H.bucket_line(one, narrowest_width=32)
+    assert "add narrower" not in at_edge
+    assert at_edge.endswith("no narrower width exists (widths are multiples of the head dim, 32): make the "
+                            "narrowest models smaller (a smaller head dim, fewer layers) or move the budgets up")
+    assert H.bucket_line(one, narrowest_width=16).endswith("add narrower widths at this budget")
 
 
 def test_a_range_shorter_than_the_extrapolation_warns():

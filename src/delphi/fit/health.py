@@ -141,18 +141,33 @@ def bucket_problem(b) -> tuple[str, str] | None:
     return None
 
 
-def bucket_line(b) -> str:
-    """One line on a bucket as soon as its runs have finished (printed by `delphi run`)."""
+def _at_narrowest(b, narrowest_width: int | None) -> bool:
+    """Whether `b`'s narrowest run already has the narrowest width a model can have."""
+    return bool(narrowest_width and b.widths and min(b.widths) <= narrowest_width)
+
+
+def _no_narrower(narrowest_width: int) -> str:
+    return (f"no narrower width exists (widths are multiples of the head dim, {narrowest_width}): make the "
+            "narrowest models smaller (a smaller head dim, fewer layers) or move the budgets up")
+
+
+def bucket_line(b, narrowest_width: int | None = None) -> str:
+    """One line on a bucket as soon as its runs have finished (printed by `delphi run`).
+    `narrowest_width`: the narrowest width the recipe can make (its head dim), so that the advice
+    never asks for a width that cannot exist."""
     p = bucket_problem(b)
     if p is None:
         return (f"budget {b.flops:.3g}: optimum bracketed ({b.n_below} wider and {b.n_above} narrower runs), "
                 f"L* {b.optimal_loss:.4f}")
     what, way = p
-    fix = f"; add {way} widths at this budget" if way else "; check its runs or widen its widths"
+    if way == "narrower" and _at_narrowest(b, narrowest_width):
+        fix = f"; {_no_narrower(narrowest_width)}"
+    else:
+        fix = f"; add {way} widths at this budget" if way else "; check its runs or widen its widths"
     return f"budget {b.flops:.3g}: {what}{fix}"
 
 
-def _bracketing(iso) -> Check:
+def _bracketing(iso, narrowest_width: int | None = None) -> Check:
     problems = [(b, bucket_problem(b)) for b in iso.buckets]
     bad = [(b, p) for b, p in problems if p is not None]
     counts = [{"flops": b.flops, "runs_below_optimum": b.n_below, "runs_above_optimum": b.n_above,
@@ -174,6 +189,9 @@ def _bracketing(iso) -> Check:
             at = f", {_width(ws[0])}" if ws and len(set(ws)) == 1 else ""
             parts.append(f"add {way} widths at budget{'s' if len(bs) > 1 else ''} {_fmt_budgets(b.flops for b in bs)}"
                          f": the optimum is at or beyond the {edge} width{at}")
+            if way == "narrower" and all(_at_narrowest(b, narrowest_width) for b in bs):
+                parts[-1] = (f"at budget{'s' if len(bs) > 1 else ''} {_fmt_budgets(b.flops for b in bs)} the optimum "
+                             f"is at or beyond the narrowest width{at}, and {_no_narrower(narrowest_width)}")
     nomin = [b for b, p in bad if not p[1]]
     if nomin:
         parts.append(f"budget{'s' if len(nomin) > 1 else ''} {_fmt_budgets(b.flops for b in nomin)} gave no optimum: "
@@ -324,15 +342,16 @@ def _data(iso, law) -> Check:
 
 def fit_health(iso, law, *, table=None, metric: str = "loss", target_compute: float | None = None,
                factor: float | None = None, bootstrap: int = 1000, seed: int = 0,
-               ceiling: float | None = None) -> FitHealth:
+               ceiling: float | None = None, narrowest_width: int | None = None) -> FitHealth:
     """The six checks (module docstring) of an IsoFLOP fit `iso` and the loss law `law` fitted
     through its optima, for a forecast at `target_compute` (in `iso.compute`) that is `factor`
-    times the largest fitted budget. `table`: the runs, for the backtest."""
+    times the largest fitted budget. `table`: the runs, for the backtest. `narrowest_width`: the
+    narrowest width the recipe can make (its head dim), so the advice never asks for less."""
     used = iso.used
     budgets = np.array([b.flops for b in used])
     C = np.array([b.optimal_compute for b in used])
     L = np.array([b.optimal_loss for b in used])
-    checks = [_bracketing(iso), _range(budgets, factor), _slope(budgets, C, L, ceiling),
+    checks = [_bracketing(iso, narrowest_width), _range(budgets, factor), _slope(budgets, C, L, ceiling),
               _loo(law, budgets, target_compute) if law is not None else
               Check("leave-one-out", "warn", "no loss law was fitted", advice="add budgets"),
               _backtest(table, metric, len(used), bootstrap, seed, iso.compute, ceiling), _data(iso, law)]

@@ -133,7 +133,7 @@ def budget_lines(groups: dict[float, list], runs_dir: Path, metric: str, reporte
             widths = [r.get("hidden_size") for r in ok]
             b = fit_bucket(budget, [r["tokens"] for r in ok], [r["params"] for r in ok], [r[metric] for r in ok],
                            widths=widths if all(isinstance(w, (int, float)) for w in widths) else None)
-            line = bucket_line(b)
+            line = bucket_line(b, narrowest_width=min(spec.shape.head_dim for spec in specs))
             if len(ok) < len(rows):
                 line += f" ({len(rows) - len(ok)} of {len(rows)} runs did not complete)"
             lines.append(line)
@@ -212,7 +212,8 @@ def fit_suite(suite: SuiteSpec, runs_csv: Path) -> dict[str, Any]:
                                if suite.fit.ceiling == "unigram" else "suite file"}
     target, factor = heldout_target(suite, iso)
     health = fit_health(iso, law, table=table, metric=suite.fit.metric, target_compute=target, factor=factor,
-                        bootstrap=suite.fit.bootstrap, seed=suite.fit.seed, ceiling=ceiling)
+                        bootstrap=suite.fit.bootstrap, seed=suite.fit.seed, ceiling=ceiling,
+                        narrowest_width=suite.recipe.head_dim)
     record = FitRecord(metric=suite.fit.metric, compute=suite.fit.compute, isoflop=iso, loss_law=law,
                        runs_table_sha256=sha256_file(runs_csv), settings=settings, health=health).to_dict()
     return {"iso": iso, "law": law, "record": record, "settings": settings,
