@@ -3,7 +3,11 @@ evaluation arithmetic, HF export, re-runs, corrupt checkpoints, divergence, the 
 
 import json
 import math
+import os
+import platform
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -257,11 +261,10 @@ print(json.dumps({"faults": (resource.getrusage(resource.RUSAGE_SELF).ru_minflt 
 
 
 def _faults_per_step(env: dict) -> dict:
-    import os
-    import subprocess
-    import sys
-
-    full = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "DELPHI_MALLOC"}
+    """Minor page faults per step of a width-16 grid step in a fresh process with `env` added to
+    an environment cleared of every allocator setting."""
+    mine = ("DELPHI_MALLOC", "GLIBC_TUNABLES", "LD_PRELOAD")
+    full = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k not in mine}
     out = subprocess.run([sys.executable, "-c", _FAULTS_PER_STEP], env={**full, **env}, capture_output=True,
                          text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -272,10 +275,17 @@ def test_trainer_processes_reuse_freed_memory_instead_of_faulting_it_back_in(mon
     """glibc's default hands a step's freed few-MB buffers (logit chunks, activations) back to the
     kernel, so every step page-faults them in again; the trainer's allocator setting keeps them.
     Measured on a width-16 grid step in fresh processes: minor page faults per step."""
-    import platform
-
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("the setting is glibc's")
+    # A user's own malloc settings or preloaded allocator win (decided before any mallopt call).
+    from delphi.train.hardware import keep_freed_memory
+
+    decide = keep_freed_memory.__wrapped__
+    with monkeypatch.context() as mp:
+        mp.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+        assert decide() == "glibc, settings from the environment"
+        mp.setenv("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
+        assert decide() == "jemalloc (preloaded)"
     kept = _faults_per_step({})
     default = _faults_per_step({"DELPHI_MALLOC": "default"})
     assert kept["allocator"].startswith("glibc, freed memory kept")
@@ -283,14 +293,6 @@ def test_trainer_processes_reuse_freed_memory_instead_of_faulting_it_back_in(mon
     if default["faults"] <= 200:  # e.g. transparent huge pages for everything: faults are rare anyway
         pytest.skip(f"glibc's default took only {default['faults']:.0f} page faults a step on this machine")
     assert kept["faults"] < 0.1 * default["faults"], (kept, default)
-    # A user's own malloc settings or preloaded allocator win (decided before any mallopt call).
-    from delphi.train.hardware import keep_freed_memory
-
-    decide = keep_freed_memory.__wrapped__
-    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
-    assert decide() == "glibc, settings from the environment"
-    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
-    assert decide() == "jemalloc (preloaded)"
 
 
 def test_summary_records_the_hardware(finished_run):

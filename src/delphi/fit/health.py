@@ -187,11 +187,12 @@ def _bracketing(iso, narrowest_width: int | None = None) -> Check:
             edge = "narrowest" if way == "narrower" else "widest"
             ws = [min(b.widths) if way == "narrower" else max(b.widths) for b in bs if b.widths]
             at = f", {_width(ws[0])}" if ws and len(set(ws)) == 1 else ""
-            parts.append(f"add {way} widths at budget{'s' if len(bs) > 1 else ''} {_fmt_budgets(b.flops for b in bs)}"
-                         f": the optimum is at or beyond the {edge} width{at}")
+            where = f"budget{'s' if len(bs) > 1 else ''} {_fmt_budgets(b.flops for b in bs)}"
             if way == "narrower" and all(_at_narrowest(b, narrowest_width) for b in bs):
-                parts[-1] = (f"at budget{'s' if len(bs) > 1 else ''} {_fmt_budgets(b.flops for b in bs)} the optimum "
-                             f"is at or beyond the narrowest width{at}, and {_no_narrower(narrowest_width)}")
+                parts.append(f"at {where} the optimum is at or beyond the narrowest width{at}, and "
+                             f"{_no_narrower(narrowest_width)}")
+            else:
+                parts.append(f"add {way} widths at {where}: the optimum is at or beyond the {edge} width{at}")
     nomin = [b for b, p in bad if not p[1]]
     if nomin:
         parts.append(f"budget{'s' if len(nomin) > 1 else ''} {_fmt_budgets(b.flops for b in nomin)} gave no optimum: "
