@@ -1,10 +1,12 @@
-"""Two CPU kernel choices of the trainer, re-measured on the machine at hand.
+"""Three CPU kernel choices of the trainer, re-measured on the machine at hand.
 
 1. Attention precision: torch's CPU flash-attention (SDPA, causal, forward + backward) on bf16
    inputs vs the same inputs upcast to float32 — why `delphi.model.qwen3.attention` runs in float32
    on CPU even under bf16 autocast.
 2. Fused-loss chunk size: `delphi.train.loss.fused_linear_lm_loss` (bf16 head matmuls, float32
    softmax) with 128K, 256K and 512K logits per chunk (`FUSED_CHUNK_ELEMENTS` is 512K, 2 MB).
+3. The fused loss's exponential: `exp_` of a float32 logit chunk vs `mul_(log2 e).exp2_()`, the
+   form the loss uses (same values up to rounding).
 
     python benchmarks/kernel_choices.py
     python benchmarks/kernel_choices.py --threads 2 --repeats 15
@@ -24,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 import delphi.train.loss as loss_module
+from delphi.train.hardware import keep_freed_memory
 
 # (sequences, heads) of grid steps: width 16 at batch 51, width 48 at 13, width 112 at 4, width 64 at 86
 ATTENTION_SHAPES = [(51, 1), (13, 3), (4, 7), (86, 4)]
@@ -84,17 +87,41 @@ def chunk_table(repeats: int):
         loss_module.FUSED_CHUNK_ELEMENTS = saved
 
 
+def exponential_table(repeats: int):
+    print("| logits (rows × vocab) | exp_ | mul_(log2 e).exp2_() | exp2 form vs exp |")
+    print("|---|---:|---:|---:|")
+    for rows in (128, 512, 2048):
+        x = torch.randn(rows, 1024) * 4 - 8      # shifted logits: x − max ≤ 0, as in the loss
+        buf = torch.empty_like(x)
+
+        def natural():
+            buf.copy_(x).exp_()
+
+        def base_two():
+            buf.copy_(x).mul_(loss_module.LOG2_E).exp2_()
+
+        def copy_only():
+            buf.copy_(x)
+
+        ms = interleaved_median_ms({"exp": natural, "exp2": base_two, "copy": copy_only}, 10 * repeats)
+        e, e2 = ms["exp"] - ms["copy"], ms["exp2"] - ms["copy"]   # the copy that restores the input is common to both
+        print(f"| {rows} × 1024 | {1000 * e:.0f} µs | {1000 * e2:.0f} µs | {e / e2:.2f}× faster |")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=11)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    keep_freed_memory()   # as every trainer process does; without it page faults distort the timings
     print(f"torch {torch.__version__}, {args.threads} thread(s), CPU capability {torch.backends.cpu.get_cpu_capability()}")
     print()
     attention_table(args.repeats)
     print()
     chunk_table(args.repeats)
+    print()
+    exponential_table(args.repeats)
     return 0
 
 
