@@ -29,6 +29,7 @@ import json, resource, sys, time
 import torch
 sys.path.insert(0, {here!r})
 from train_throughput import SHAPES, batches, ours, shape_of
+import delphi
 from delphi.train.hardware import keep_freed_memory
 torch.set_num_threads({threads})
 allocator = keep_freed_memory()
@@ -47,36 +48,36 @@ for t in data[{warmup}:]:
     times.append(time.perf_counter() - t0)
 faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / {steps}
 median = sorted(times)[len(times) // 2]
-print(json.dumps({{"ms": 1e3 * median, "faults": faults, "allocator": allocator}}))
+print(json.dumps({{"ms": 1e3 * median, "faults": faults, "allocator": allocator, "package": delphi.__file__}}))
 """
 
 
-def measure(name: str, batch: int, threads: int, precision: str, kept: bool, steps: int, warmup: int) -> dict:
+def measure(name: str, batch: int, threads: int, precision: str, kept: bool, steps: int, warmup: int,
+            pythonpath: str | None = None) -> dict:
+    """Time the trainer's step in a fresh process: median ms, minor faults a step, the allocator
+    setting and the `delphi` package imported (`pythonpath` first on the path: another checkout)."""
     env = dict(os.environ)
     env.pop("DELPHI_MALLOC", None)
     if not kept:
         env["DELPHI_MALLOC"] = "default"
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     code = CHILD.format(here=str(HERE), threads=threads, name=name, batch=batch, precision=precision,
                         warmup=warmup, steps=steps)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{name}: the step failed ({out.returncode}):\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> int:
     sys.path.insert(0, str(HERE))
-    from train_throughput import SHAPES
+    from train_throughput import SHAPES, add_step_options, step_batches
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--shapes", nargs="+", default=["g16", "g64", "g112", "h96"], choices=sorted(SHAPES))
-    ap.add_argument("--batch", nargs="*", default=["g16=26", "g64=9", "g112=4"],
-                    help="NAME=B batch overrides (defaults: batches of the tiny grid's 5e11-1e12 runs)")
-    ap.add_argument("--threads", nargs="+", type=int, default=[1])
-    ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--repeats", type=int, default=3)
+    add_step_options(ap, steps=30)
     args = ap.parse_args(argv)
-    batch = {k: int(v) for k, v in (b.split("=") for b in args.batch)}
+    batch = step_batches(args)
     rows = []
     for name in args.shapes:
         B = batch.get(name, SHAPES[name][5])

@@ -45,6 +45,23 @@ SHAPES = {
 }
 
 
+def add_step_options(ap: argparse.ArgumentParser, steps: int) -> None:
+    """Options shared by the scripts that time the trainer's step shape by shape in fresh processes
+    (`allocator.py`, `step_vs_baseline.py`); `step_batches(args)` reads `--batch`."""
+    ap.add_argument("--shapes", nargs="+", default=["g16", "g64", "g112", "h96"], choices=sorted(SHAPES))
+    ap.add_argument("--batch", nargs="*", default=["g16=26", "g64=9", "g112=4"],
+                    help="NAME=B batch overrides (defaults: batches of the tiny grid's 5e11-1e12 runs)")
+    ap.add_argument("--threads", nargs="+", type=int, default=[1])
+    ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=3)
+
+
+def step_batches(args) -> dict[str, int]:
+    return {k: int(v) for k, v in (b.split("=") for b in args.batch)}
+
+
 def shape_of(name: str) -> tuple[ModelShape, int]:
     H, L, n, V, s, B = SHAPES[name]
     return ModelShape(hidden_size=H, num_layers=L, num_heads=n, num_kv_heads=n, head_dim=H // n,
