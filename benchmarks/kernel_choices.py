@@ -1,4 +1,4 @@
-"""Three CPU kernel choices of the trainer, re-measured on the machine at hand.
+"""Four CPU kernel choices of the trainer, re-measured on the machine at hand.
 
 1. Attention precision: torch's CPU flash-attention (SDPA, causal, forward + backward) on bf16
    inputs vs the same inputs upcast to float32 — why `delphi.model.qwen3.attention` runs in float32
@@ -7,6 +7,10 @@
    softmax) with 128K, 256K and 512K logits per chunk (`FUSED_CHUNK_ELEMENTS` is 512K, 2 MB).
 3. The fused loss's exponential: `exp_` of a float32 logit chunk vs `mul_(log2 e).exp2_()`, the
    form the loss uses (same values up to rounding).
+4. The fused loss's elementwise work on one chunk (float32 logits → scaled softmax gradient in
+   bf16, log-sum-exp terms) as the loss runs it eagerly vs the same arithmetic `torch.compile`d
+   once for the chunk's static shape (a chunk is [rows, vocab] whatever the model's width, so one
+   compile would serve a whole sweep).
 
     python benchmarks/kernel_choices.py
     python benchmarks/kernel_choices.py --threads 2 --repeats 15
@@ -108,6 +112,48 @@ def exponential_table(repeats: int):
         print(f"| {rows} × 1024 | {1000 * e:.0f} µs | {1000 * e2:.0f} µs | {e / e2:.2f}× faster |")
 
 
+def chunk_elementwise_eager(logits, y, n: float, z: float):
+    # The in-place sequence of `_FusedLinearLoss.forward` between its two matmuls.
+    logits = logits.float()
+    target = logits.gather(1, y[:, None])
+    peak = logits.amax(dim=1, keepdim=True)
+    g = logits.sub_(peak).mul_(loss_module.LOG2_E).exp2_()
+    total = g.sum(dim=1, keepdim=True)
+    lse = peak + total.log()
+    g.mul_((1.0 + 2.0 * z * lse).div_(total * n))
+    g.scatter_add_(1, y[:, None], torch.full_like(lse, -1.0 / n))
+    return g.to(torch.bfloat16), (lse - target).sum(), lse.square().sum()
+
+
+def chunk_elementwise_functional(logits, y, n: float, z: float):
+    # The same arithmetic without in-place ops, the form inductor fuses.
+    logits = logits.float()
+    target = logits.gather(1, y[:, None])
+    peak = logits.amax(dim=1, keepdim=True)
+    g = torch.exp2((logits - peak) * loss_module.LOG2_E)
+    total = g.sum(dim=1, keepdim=True)
+    lse = peak + total.log()
+    g = g * ((1.0 + 2.0 * z * lse) / (total * n))
+    g = g.scatter_add(1, y[:, None], torch.full_like(lse, -1.0 / n))
+    return g.to(torch.bfloat16), (lse - target).sum(), lse.square().sum()
+
+
+def compiled_chunk_table(repeats: int):
+    print("| chunk (rows × vocab) | eager | compiled (static shape) | compile time | compiled vs eager |")
+    print("|---|---:|---:|---:|---:|")
+    for rows in (512,):
+        x = (torch.randn(rows, 1024) * 3).to(torch.bfloat16)
+        y = torch.randint(0, 1024, (rows,))
+        t0 = time.perf_counter()
+        compiled = torch.compile(chunk_elementwise_functional, dynamic=False)
+        compiled(x, y, 3328.0, 1e-7)
+        compile_s = time.perf_counter() - t0
+        ms = interleaved_median_ms({"eager": lambda: chunk_elementwise_eager(x, y, 3328.0, 1e-7),
+                                    "compiled": lambda: compiled(x, y, 3328.0, 1e-7)}, 10 * repeats)
+        print(f"| {rows} × 1024 | {1000 * ms['eager']:.0f} µs | {1000 * ms['compiled']:.0f} µs | "
+              f"{compile_s:.1f} s | {ms['eager'] / ms['compiled']:.2f}× |")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=1)
@@ -122,6 +168,8 @@ def main(argv=None) -> int:
     chunk_table(args.repeats)
     print()
     exponential_table(args.repeats)
+    print()
+    compiled_chunk_table(args.repeats)
     return 0
 
 
