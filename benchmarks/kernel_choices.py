@@ -113,20 +113,13 @@ def exponential_table(repeats: int):
 
 
 def chunk_elementwise_eager(logits, y, n: float, z: float):
-    # The in-place sequence of `_FusedLinearLoss.forward` between its two matmuls.
-    logits = logits.float()
-    target = logits.gather(1, y[:, None])
-    peak = logits.amax(dim=1, keepdim=True)
-    g = logits.sub_(peak).mul_(loss_module.LOG2_E).exp2_()
-    total = g.sum(dim=1, keepdim=True)
-    lse = peak + total.log()
-    g.mul_((1.0 + 2.0 * z * lse).div_(total * n))
-    g.scatter_add_(1, y[:, None], torch.full_like(lse, -1.0 / n))
+    # What the loss runs between its two matmuls, followed by the cast and sums it does next.
+    g, lse, target = loss_module.chunk_logit_gradient(logits.float(), y, n, z)
     return g.to(torch.bfloat16), (lse - target).sum(), lse.square().sum()
 
 
 def chunk_elementwise_functional(logits, y, n: float, z: float):
-    # The same arithmetic without in-place ops, the form inductor fuses.
+    # The arithmetic of `chunk_logit_gradient` without in-place ops, the form inductor fuses.
     logits = logits.float()
     target = logits.gather(1, y[:, None])
     peak = logits.amax(dim=1, keepdim=True)

@@ -52,6 +52,28 @@ def bits_per_byte(loss_sum_nats: float, num_bytes: float) -> float:
 FUSED_CHUNK_ELEMENTS = 1 << 19
 
 
+def chunk_logit_gradient(logits: torch.Tensor, targets: torch.Tensor, n: int, z_loss_weight: float
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One chunk of the fused loss between its two matmuls: float32 `logits` [c, V] are turned in
+    place into ∂(Σ nll + z Σ lse²)/∂logits / n; returns (that gradient, lse [c, 1], target logit
+    [c, 1])."""
+    target_logit = logits.gather(1, targets[:, None])
+    # One exponential pass serves both the log-sum-exp and the softmax: e = exp(x − max) in
+    # place, taken as 2^((x − max)·log2 e): torch's CPU exp2 is 2–4× faster than its exp
+    # (benchmarks/RESULTS.md), which pays for the extra multiply many times over.
+    peak = logits.amax(dim=1, keepdim=True)
+    g = logits.sub_(peak).mul_(LOG2_E).exp2_()
+    total = g.sum(dim=1, keepdim=True)
+    lse = peak + total.log()
+    # softmax · (1 + 2z·lse) / n − onehot(y) / n, in place.
+    if z_loss_weight:
+        g.mul_((1.0 + 2.0 * z_loss_weight * lse).div_(total * n))
+    else:
+        g.div_(total * n)
+    g.scatter_add_(1, targets[:, None], torch.full_like(lse, -1.0 / n))
+    return g, lse, target_logit
+
+
 class _FusedLinearLoss(torch.autograd.Function):
     """mean_t CE(h_t W^T, y_t) + z · mean_t lse_t², with ∂/∂h and ∂/∂W computed in the forward pass,
     a chunk of tokens at a time (the "fused linear cross-entropy" of Liger-Kernel / Cut Cross-Entropy).
@@ -76,23 +98,10 @@ class _FusedLinearLoss(torch.autograd.Function):
         for start in range(0, n, chunk):
             h = hidden[start:start + chunk].to(matmul_dtype)
             y = targets[start:start + chunk]
-            logits = (h @ w.t()).float()                                  # [c, V]
-            target_logit = logits.gather(1, y[:, None])                   # [c, 1]
-            # One exponential pass serves both the log-sum-exp and the softmax: e = exp(x − max) in
-            # place, taken as 2^((x − max)·log2 e): torch's CPU exp2 is ~4× faster than its exp
-            # (benchmarks/RESULTS.md), which pays for the extra multiply many times over.
-            peak = logits.amax(dim=1, keepdim=True)
-            g = logits.sub_(peak).mul_(LOG2_E).exp2_()
-            total = g.sum(dim=1, keepdim=True)
-            lse = peak + total.log()                                      # [c, 1]
+            g, lse, target_logit = chunk_logit_gradient((h @ w.t()).float(), y, n, z_loss_weight)
             ce_sum += (lse - target_logit).sum()
-            # ∂(Σ nll + z Σ lse²)/∂logits / n = softmax · (1 + 2z·lse) / n − onehot(y) / n, in place.
             if z_loss_weight:
                 z_sum += lse.square().sum()
-                g.mul_((1.0 + 2.0 * z_loss_weight * lse).div_(total * n))
-            else:
-                g.div_(total * n)
-            g.scatter_add_(1, y[:, None], torch.full_like(lse, -1.0 / n))
             g_m = g.to(matmul_dtype)
             grad_hidden[start:start + chunk] = g_m @ w
             if matmul_dtype == torch.float32:
