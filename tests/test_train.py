@@ -295,6 +295,25 @@ def test_trainer_processes_reuse_freed_memory_instead_of_faulting_it_back_in(mon
     assert kept["faults"] < 0.1 * default["faults"], (kept, default)
 
 
+def test_cpu_peak_probe_runs_once_per_dtype_and_leaves_the_global_rng(monkeypatch):
+    # A long-lived worker trains dozens of short runs: the ~0.2 s matmul probe behind MFU is
+    # measured once per dtype and thread count, and it must not move the global RNG that seeds
+    # the next run's weights.
+    from delphi.train import hardware
+
+    monkeypatch.delenv("DELPHI_PEAK_FLOPS", raising=False)
+    hardware._cpu_matmul_peak.cache_clear()
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    torch.manual_seed(0)
+    first = hardware.peak_flops_per_s("cpu", None)
+    assert torch.equal(torch.rand(4), expected)
+    assert first > 0 and hardware.peak_flops_per_s("cpu", None) == first  # a second probe would differ
+    assert hardware._cpu_matmul_peak.cache_info().hits == 1
+    monkeypatch.setenv("DELPHI_PEAK_FLOPS", "1e12")
+    assert hardware.peak_flops_per_s("cpu", None) == 1e12
+
+
 def test_summary_records_the_hardware(finished_run):
     _, s = finished_run
     hw = s["hardware"]

@@ -150,9 +150,18 @@ def peak_flops_per_s(device: str, dtype: torch.dtype | None) -> float | None:
             if key in name:
                 return val if dtype == torch.bfloat16 else val / 2  # tf32 dense is half the bf16 peak
         return None
+    return _cpu_matmul_peak(dtype or torch.float32, torch.get_num_threads())
+
+
+@lru_cache(maxsize=None)
+def _cpu_matmul_peak(dtype: torch.dtype, threads: int) -> float | None:
+    """The CPU probe, once per process, dtype and thread count: a long-lived sweep worker trains
+    dozens of runs of a few seconds each, and 0.2 s of probe per run was ~3% of the `tiny` grid.
+    Its own generator leaves torch's global RNG as it found it."""
     n = 1024
-    a = torch.randn(n, n, dtype=dtype or torch.float32)
-    b = torch.randn(n, n, dtype=dtype or torch.float32)
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, dtype=dtype, generator=gen)
+    b = torch.randn(n, n, dtype=dtype, generator=gen)
     best = 0.0
     deadline = time.perf_counter() + 0.2
     a @ b
