@@ -138,8 +138,8 @@ def hardware_line(info: dict) -> str:
 
 def peak_flops_per_s(device: str, dtype: torch.dtype | None) -> float | None:
     """Peak FLOP/s of one device for MFU: `DELPHI_PEAK_FLOPS`, a table of datacenter GPUs, or, on
-    CPU, the best matmul throughput measured in a ~0.2 s probe (an achievable, not a datasheet,
-    peak — MFU on CPU is relative to it)."""
+    CPU, the best matmul throughput measured in a ~0.2 s probe, once per process, dtype and thread
+    count (an achievable, not a datasheet, peak — MFU on CPU is relative to it)."""
     env = os.environ.get("DELPHI_PEAK_FLOPS")
     if env:
         return float(env)
