@@ -49,8 +49,8 @@ def main(argv=None) -> int:
                     res = {"baseline": [], "new": []}
                     for _ in range(args.repeats):
                         for label, path in (("baseline", str(tree / "src")), ("new", str(ROOT / "src"))):
-                            res[label].append(measure(name, B, threads, args.precision, True, args.steps,
-                                                      args.warmup, pythonpath=path))
+                            res[label].append(measure(name, B, threads, args.precision, kept=True, steps=args.steps,
+                                                      warmup=args.warmup, pythonpath=path))
                     assert res["baseline"][0]["package"].startswith(str(tree)), res["baseline"][0]
                     med = {k: statistics.median(r["ms"] for r in v) for k, v in res.items()}
                     H, L = SHAPES[name][0], SHAPES[name][1]
