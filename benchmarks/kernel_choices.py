@@ -1,4 +1,4 @@
-"""Four CPU kernel choices of the trainer, re-measured on the machine at hand.
+"""Five CPU kernel choices of the trainer, re-measured on the machine at hand.
 
 1. Attention precision: torch's CPU flash-attention (SDPA, causal, forward + backward) on bf16
    inputs vs the same inputs upcast to float32 — why `delphi.model.qwen3.attention` runs in float32
@@ -11,9 +11,13 @@
    bf16, log-sum-exp terms) as the loss runs it eagerly vs the same arithmetic `torch.compile`d
    once for the chunk's static shape (a chunk is [rows, vocab] whatever the model's width, so one
    compile would serve a whole sweep).
+5. The fused loss's head-weight gradient per chunk: `grad_W += g^T h` ([V, H]) vs the transposed
+   `grad_W^T += h^T g` ([H, V]), the form the loss uses, in float32 and bf16 (same sums, only the
+   matmul's layout differs).
 
     python benchmarks/kernel_choices.py
     python benchmarks/kernel_choices.py --threads 2 --repeats 15
+    python benchmarks/kernel_choices.py --tables 4 5
 
 Shapes are those of the `cpu` recipe's grid (head dim 16, sequence 128, vocab 1024). Variants are
 timed in turn within each repeat and the median is printed, so drift in the machine's speed hits
@@ -135,22 +139,39 @@ def compiled_chunk_table(repeats: int):
               f"{compile_s:.1f} s | {ms['eager'] / ms['compiled']:.2f}× |")
 
 
+def head_gradient_table(repeats: int):
+    print("| width, precision | g^T h → [V, H] | h^T g → [H, V] | transposed vs plain |")
+    print("|---|---:|---:|---:|")
+    rows = loss_module.FUSED_CHUNK_ELEMENTS // 1024
+    for H in (16, 32, 64, 112):
+        for dtype in (torch.float32, torch.bfloat16):
+            h, g = torch.randn(rows, H, dtype=dtype), torch.randn(rows, 1024, dtype=dtype)
+            gw, gw_t = torch.zeros(1024, H), torch.zeros(H, 1024)
+            if dtype == torch.float32:
+                variants = {"plain": lambda: gw.addmm_(g.t(), h), "transposed": lambda: gw_t.addmm_(h.t(), g)}
+            else:
+                variants = {"plain": lambda: gw.add_((g.t() @ h).float()),
+                            "transposed": lambda: gw_t.add_((h.t() @ g).float())}
+            ms = interleaved_median_ms(variants, 10 * repeats)
+            name = "fp32" if dtype == torch.float32 else "bf16"
+            print(f"| {H}, {name} | {1000 * ms['plain']:.0f} µs | {1000 * ms['transposed']:.0f} µs | "
+                  f"{ms['plain'] / ms['transposed']:.2f}× |")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=11)
+    ap.add_argument("--tables", type=int, nargs="+", default=[1, 2, 3, 4, 5], choices=range(1, 6),
+                    help="which tables to measure (numbered as in the list above)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     keep_freed_memory()   # as every trainer process does; without it page faults distort the timings
     print(f"torch {torch.__version__}, {args.threads} thread(s), CPU capability {torch.backends.cpu.get_cpu_capability()}")
-    print()
-    attention_table(args.repeats)
-    print()
-    chunk_table(args.repeats)
-    print()
-    exponential_table(args.repeats)
-    print()
-    compiled_chunk_table(args.repeats)
+    tables = [attention_table, chunk_table, exponential_table, compiled_chunk_table, head_gradient_table]
+    for number in args.tables:
+        print()
+        tables[number - 1](args.repeats)
     return 0
 
 

@@ -207,34 +207,6 @@ def test_document_ids_per_row():
     torch.testing.assert_close(out[1, 4:], model(ids[1:, 4:])[0], rtol=0, atol=2e-5)
 
 
-def test_additive_document_mask_is_the_boolean_one_bitwise():
-    """The CPU's additive mask allows exactly the boolean mask's pairs, and SDPA gives bitwise the
-    same output and gradients with it; ids it cannot encode fall back to the boolean mask."""
-    from delphi.model.qwen3 import MASKED, document_mask
-
-    g = torch.Generator().manual_seed(0)
-    T = 32
-    docs = (torch.rand(6, T, generator=g) < 0.1).long().cumsum(1) + 1000  # global ids, as the loader's
-    docs[5] = torch.randint(0, 4, (T,), generator=g)  # any ids within a span of T work, ordered or not
-    causal = torch.ones(T, T, dtype=torch.bool).tril()
-    boolean = ((docs[:, :, None] == docs[:, None, :]) & causal)[:, None]
-    additive = document_mask(docs)
-    assert additive.dtype == torch.float32 and additive.shape == (6, 1, T, T)
-    assert torch.equal(additive == 0, boolean) and bool((additive[~boolean] <= MASKED).all())
-    q, k, v = (torch.randn(6, 2, T, 16, generator=g, requires_grad=True) for _ in range(3))
-    results = []
-    for mask in (boolean, additive):
-        for t in (q, k, v):
-            t.grad = None
-        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        (y * y).sum().backward()
-        results.append([y.detach()] + [t.grad.clone() for t in (q, k, v)])
-    assert all(torch.equal(a, b) for a, b in zip(*results))
-    sparse = torch.tensor([[0] * 16 + [10_000] * 16])  # a span wider than the sequence
-    assert document_mask(sparse).dtype == torch.bool
-    assert torch.equal(document_mask(sparse), ((sparse[:, :, None] == sparse[:, None, :]) & causal)[:, None])
-
-
 # ---- compile-friendliness, precision, training -------------------------------------------------
 
 def test_no_graph_breaks():

@@ -34,7 +34,7 @@ from torch import nn
 from delphi.config import ModelShape
 from delphi.errors import DelphiError
 
-__all__ = ["Qwen3", "RMSNorm", "Attention", "MLP", "Block", "rope_inv_freq", "describe", "document_mask"]
+__all__ = ["Qwen3", "RMSNorm", "Attention", "MLP", "Block", "rope_inv_freq", "describe"]
 
 
 # ---- rotary position embedding -------------------------------------------------------------
@@ -156,41 +156,6 @@ def _sdpa(q, k, v, mask):
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
-# The additive mask's "−∞": scores + MASKED underflow to exactly 0 in the softmax, as with −inf, so
-# attention outputs and gradients are bitwise those of the boolean mask (tests/test_model.py).
-MASKED = -1e30
-
-
-def document_mask(document_ids: torch.Tensor) -> torch.Tensor:
-    """Attention mask [B, 1, T, T] of packed sequences: causal and within the same document.
-
-    On CPU, for ids that span fewer than T values per row (always so for the loader's, which
-    number each row's documents consecutively), an additive float32 mask (0 or ≤ MASKED) built by
-    one batched matmul of the rows' one-hot document ids; elsewhere the boolean mask. Why: the
-    boolean [B, T, T] comparison is a slow broadcast on CPU, and SDPA converts a boolean mask to
-    a float one in its forward and again in its backward; together ~4% of a width-16 grid step
-    (benchmarks/kernel_choices.py, sixth table).
-    """
-    B, T = document_ids.shape
-    causal = torch.ones(T, T, dtype=torch.bool, device=document_ids.device).tril()
-    # (Under torch.compile the boolean form is used: inductor fuses it, and the span is data.)
-    if document_ids.device.type == "cpu" and not torch.compiler.is_compiling():
-        rel = document_ids - document_ids.amin(dim=1, keepdim=True)
-        span = int(rel.amax()) + 1
-        if span <= T:
-            with torch.autocast("cpu", enabled=False):
-                onehot = F.one_hot(rel, span).float()                        # [B, T, span]
-                ones = torch.ones(B, T, 1)
-                rows = torch.cat([onehot, ones], dim=2)
-                cols = torch.cat([onehot * -MASKED, ones * MASKED], dim=2)  # rows·cols = 0 same doc, else MASKED
-                not_causal = torch.zeros(T, T).masked_fill_(~causal, MASKED)
-                # Every product is exact (one term ±1e30, the rest 0), so the entries are exactly
-                # 0 (same document, causal), MASKED or 2·MASKED.
-                return torch.baddbmm(not_causal, rows, cols.transpose(1, 2))[:, None]
-    same_doc = document_ids[:, :, None] == document_ids[:, None, :]
-    return (same_doc & causal)[:, None]
-
-
 class MLP(nn.Module):
     """SwiGLU: down(silu(gate(x)) · up(x))."""
 
@@ -283,9 +248,13 @@ class Qwen3(nn.Module):
         else:
             # Longer than the shape's context (e.g. evaluation): compute the tables for this call.
             cos, sin = rope_tables(self.shape, T, device=input_ids.device)
-        # RoPE is relative, so positions need not restart per document: scores within a document
-        # are the same either way.
-        mask = document_mask(document_ids) if document_ids is not None else None
+        mask = None
+        if document_ids is not None:
+            # Boolean [B, 1, T, T]: causal and same document. RoPE is relative, so positions need
+            # not restart per document: scores within a document are the same either way.
+            causal = torch.ones(T, T, dtype=torch.bool, device=input_ids.device).tril()
+            same_doc = document_ids[:, :, None] == document_ids[:, None, :]
+            mask = (same_doc & causal)[:, None]
         x = self.embed_tokens(input_ids)
         for layer in self.layers:
             x = layer(x, cos, sin, mask)
