@@ -12,8 +12,8 @@
    once for the chunk's static shape (a chunk is [rows, vocab] whatever the model's width, so one
    compile would serve a whole sweep).
 5. The fused loss's head-weight gradient per chunk: `grad_W += g^T h` ([V, H]) vs the transposed
-   `grad_W^T += h^T g` ([H, V]), the form the loss uses, in float32 and bf16 (same sums, only the
-   matmul's layout differs).
+   `grad_W^T += h^T g` ([H, V]) of the loss's `accumulate_head_gradient`, in float32 and bf16
+   (same sums, only the matmul's layout differs).
 
     python benchmarks/kernel_choices.py
     python benchmarks/kernel_choices.py --threads 2 --repeats 15
@@ -147,11 +147,9 @@ def head_gradient_table(repeats: int):
         for dtype in (torch.float32, torch.bfloat16):
             h, g = torch.randn(rows, H, dtype=dtype), torch.randn(rows, 1024, dtype=dtype)
             gw, gw_t = torch.zeros(1024, H), torch.zeros(H, 1024)
-            if dtype == torch.float32:
-                variants = {"plain": lambda: gw.addmm_(g.t(), h), "transposed": lambda: gw_t.addmm_(h.t(), g)}
-            else:
-                variants = {"plain": lambda: gw.add_((g.t() @ h).float()),
-                            "transposed": lambda: gw_t.add_((h.t() @ g).float())}
+            # "plain": the [V, H] form the loss used before; "transposed": the loss's own function.
+            plain = (lambda: gw.addmm_(g.t(), h)) if dtype == torch.float32 else (lambda: gw.add_((g.t() @ h).float()))
+            variants = {"plain": plain, "transposed": lambda: loss_module.accumulate_head_gradient(gw_t, h, g)}
             ms = interleaved_median_ms(variants, 10 * repeats)
             name = "fp32" if dtype == torch.float32 else "bf16"
             print(f"| {H}, {name} | {1000 * ms['plain']:.0f} µs | {1000 * ms['transposed']:.0f} µs | "
